@@ -61,10 +61,16 @@ impl fmt::Display for PeError {
                 write!(f, "exception directory size {s:#x} is not a multiple of 12")
             }
             PeError::BadVersion { rva, version } => {
-                write!(f, "unwind info at {rva:#x} has unsupported version {version}")
+                write!(
+                    f,
+                    "unwind info at {rva:#x} has unsupported version {version}"
+                )
             }
             PeError::UnknownOp { rva, slot, op } => {
-                write!(f, "unwind info at {rva:#x}: slot {slot} has undefined op {op}")
+                write!(
+                    f,
+                    "unwind info at {rva:#x}: slot {slot} has undefined op {op}"
+                )
             }
             PeError::CodesOverrun { rva, slot } => write!(
                 f,

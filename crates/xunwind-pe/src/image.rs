@@ -50,10 +50,10 @@ impl<'a> PeImage<'a> {
 
     /// Parses `data` in the given layout.
     pub fn parse_with(data: &'a [u8], layout: Layout) -> Result<Self, PeError> {
-        let dos = pe::ImageDosHeader::parse(data).map_err(|_| PeError::BadHeader("invalid DOS header"))?;
+        let dos = pe::ImageDosHeader::parse(data)
+            .map_err(|_| PeError::BadHeader("invalid DOS header"))?;
         let mut off = dos.nt_headers_offset().into();
-        let (nt, dirs) =
-            ImageNtHeaders64::parse(data, &mut off)
+        let (nt, dirs) = ImageNtHeaders64::parse(data, &mut off)
             .map_err(|_| PeError::BadHeader("invalid or non-PE32+ NT headers"))?;
         let machine = nt.file_header().machine.get(LE);
         if machine != pe::IMAGE_FILE_MACHINE_AMD64 {

@@ -5,18 +5,29 @@
 //!   its `.pdata` function table;
 //! - [`RuntimeFunction`], [`FunctionTable`]: `.pdata` entries and `RtlLookupFunctionEntry`;
 //! - [`UnwindInfo`], [`UnwindCode`]: `.xdata` (UNWIND_INFO versions 1 and 2, every UWOP code,
-//!   chained info, handlers).
+//!   chained info, handlers);
+//! - [`virtual_unwind`]: `RtlVirtualUnwind`, one frame as Windows unwinds it.
 #![deny(missing_docs)]
 
+mod epilog;
 mod error;
 mod image;
 mod pdata;
+mod probes;
+mod unwind;
+mod walker;
 mod xdata;
 
+pub use epilog::{match_epilog, Epilog, EpilogAdjust, EpilogEnd, JumpJudge};
 pub use error::PeError;
 pub use image::{Layout, PeImage};
 pub use pdata::{FunctionTable, RuntimeFunction, RUNTIME_FUNCTION_SIZE};
+pub use unwind::{
+    unwind_leaf, virtual_unwind, EpilogFrameRule, UnwindOptions, VirtualUnwind, MAX_CHAIN_DEPTH,
+};
+pub use walker::PeUnwinder;
 pub use xdata::{
     UnwindCode, UnwindCodes, UnwindInfo, UnwindOp, UNW_FLAG_CHAININFO, UNW_FLAG_EHANDLER,
     UNW_FLAG_UHANDLER,
 };
+pub use probes::{probe_points, ProbePoint};

@@ -174,7 +174,11 @@ mod tests {
     #[test]
     fn unsorted_table_follows_windows_probe_order() {
         // Windows probes the middle entry first and never sees entry 0 for this rva.
-        let bytes = table(&[(0x3000, 0x3100, 0), (0x1000, 0x1100, 0), (0x2000, 0x2100, 0)]);
+        let bytes = table(&[
+            (0x3000, 0x3100, 0),
+            (0x1000, 0x1100, 0),
+            (0x2000, 0x2100, 0),
+        ]);
         let t = FunctionTable::new(&bytes);
         assert!(matches!(
             t.order_error(),

@@ -392,20 +392,41 @@ mod tests {
             ops,
             [
                 UnwindOp::PushNonvol(Reg::Rbx),
-                UnwindOp::AllocLarge { size: 0x80, long: false },
-                UnwindOp::AllocLarge { size: 0x20000, long: true },
+                UnwindOp::AllocLarge {
+                    size: 0x80,
+                    long: false
+                },
+                UnwindOp::AllocLarge {
+                    size: 0x20000,
+                    long: true
+                },
                 UnwindOp::AllocSmall(0x40),
                 UnwindOp::SetFpreg,
-                UnwindOp::SaveNonvol { reg: Reg::R12, offset: 0x18 },
-                UnwindOp::SaveNonvolFar { reg: Reg::R13, offset: 0x543210 },
-                UnwindOp::SaveXmm128 { xmm: 6, offset: 0x20 },
-                UnwindOp::SaveXmm128Far { xmm: 15, offset: 0x10008 },
+                UnwindOp::SaveNonvol {
+                    reg: Reg::R12,
+                    offset: 0x18
+                },
+                UnwindOp::SaveNonvolFar {
+                    reg: Reg::R13,
+                    offset: 0x543210
+                },
+                UnwindOp::SaveXmm128 {
+                    xmm: 6,
+                    offset: 0x20
+                },
+                UnwindOp::SaveXmm128Far {
+                    xmm: 15,
+                    offset: 0x10008
+                },
                 UnwindOp::PushMachframe { error_code: false },
                 UnwindOp::PushMachframe { error_code: true },
             ]
         );
         assert!(ui.validate().is_ok());
-        assert_eq!(ui.handler().unwrap(), Some((0x12345678, 0x2000 + 4 + 40 + 4)));
+        assert_eq!(
+            ui.handler().unwrap(),
+            Some((0x12345678, 0x2000 + 4 + 40 + 4))
+        );
         assert_eq!(ui.handler_data(), &[0xaa, 0xbb]);
         assert_eq!(ui.chained().unwrap(), None);
     }
@@ -424,7 +445,11 @@ mod tests {
         assert_eq!(ui.codes().count(), 1);
         assert_eq!(
             ui.chained().unwrap(),
-            Some(RuntimeFunction { begin: 0x1000, end: 0x1080, unwind_data: 0x3000 })
+            Some(RuntimeFunction {
+                begin: 0x1000,
+                end: 0x1080,
+                unwind_data: 0x3000
+            })
         );
         assert_eq!(ui.handler().unwrap(), None);
     }
@@ -443,7 +468,13 @@ mod tests {
         ];
         let ui = info(&bytes);
         let ops: Vec<_> = ui.codes().map(|c| c.unwrap().op).collect();
-        assert_eq!(ops[0], UnwindOp::EpilogHead { size: 3, at_end: true });
+        assert_eq!(
+            ops[0],
+            UnwindOp::EpilogHead {
+                size: 3,
+                at_end: true
+            }
+        );
         assert_eq!(ops[1], UnwindOp::Epilog { distance: 0x20 });
         assert_eq!(ops[2], UnwindOp::Epilog { distance: 0x105 });
         assert_eq!(ops[5], UnwindOp::PushNonvol(Reg::Rdi));
@@ -453,7 +484,10 @@ mod tests {
     fn bad_input_is_typed() {
         assert_eq!(
             UnwindInfo::parse(&[0x03, 0, 0, 0], 0x10).unwrap_err(),
-            PeError::BadVersion { rva: 0x10, version: 3 }
+            PeError::BadVersion {
+                rva: 0x10,
+                version: 3
+            }
         );
         assert_eq!(
             UnwindInfo::parse(&[0x01, 0, 2, 0, 0, 0], 0x10).unwrap_err(),
@@ -464,14 +498,20 @@ mod tests {
         let ui = info(&[0x01, 0, 1, 0, 0x04, 0x01]);
         assert_eq!(
             ui.codes().next().unwrap(),
-            Err(PeError::CodesOverrun { rva: 0x2000, slot: 0 })
+            Err(PeError::CodesOverrun {
+                rva: 0x2000,
+                slot: 0
+            })
         );
         // Op 6 is EPILOG only in version 2; op 11 has no known size: stop after it.
         let ui = info(&[0x01, 0, 3, 0, 0, 0x06, 0, 0, 0, 0x0b]);
         let ops: Vec<_> = ui.codes().map(|c| c.unwrap().op).collect();
         assert_eq!(
             ops,
-            [UnwindOp::Unknown { op: 6, info: 0 }, UnwindOp::Unknown { op: 11, info: 0 }]
+            [
+                UnwindOp::Unknown { op: 6, info: 0 },
+                UnwindOp::Unknown { op: 11, info: 0 }
+            ]
         );
         assert!(ui.validate().is_err());
         // Handler flag but the handler RVA is cut off.
