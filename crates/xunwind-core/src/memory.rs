@@ -150,7 +150,10 @@ impl<'a> RegionMemory<'a> {
     }
 
     fn find(&self, addr: u64) -> Option<(&Region<'a>, usize)> {
-        let i = self.regions.partition_point(|r| r.base <= addr).checked_sub(1)?;
+        let i = self
+            .regions
+            .partition_point(|r| r.base <= addr)
+            .checked_sub(1)?;
         let r = &self.regions[i];
         let off = usize::try_from(addr - r.base).ok()?;
         (off < r.data.len()).then_some((r, off))

@@ -401,7 +401,13 @@ mod tests {
 
     #[test]
     fn empty_ranges_are_skipped_and_reported() {
-        let r = [(0x10, 0x10), (0x10, 0x20), (0x20, 0x20), (0x20, 0x30), (0x40, 0x40)];
+        let r = [
+            (0x10, 0x10),
+            (0x10, 0x20),
+            (0x20, 0x20),
+            (0x20, 0x30),
+            (0x40, 0x40),
+        ];
         let t = RangeTable::<u32>::new(r).unwrap();
         assert_eq!(t.empty_ranges(), &[0, 2, 4]);
         assert_eq!(t.lookup(0x10), Some(1));

@@ -194,7 +194,10 @@ impl fmt::Display for UnwindError {
                 write!(f, "bad unwind information at {addr:#x}: {reason}")
             }
             UnwindError::ChainTooDeep { addr } => {
-                write!(f, "chained unwind information too deep or cyclic at {addr:#x}")
+                write!(
+                    f,
+                    "chained unwind information too deep or cyclic at {addr:#x}"
+                )
             }
             UnwindError::MissingRegister(r) => write!(f, "register {r} is unknown"),
             UnwindError::MissingRip => f.write_str("the instruction pointer is unknown"),
