@@ -241,4 +241,63 @@ mod tests {
         );
         assert!(m(&[0xeb, 0xae], None).is_some());
     }
+
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
+    use proptest::prelude::*;
+
+    /// Bytes biased towards epilog-looking sequences.
+    fn epilogish() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            Just(0x48u8),
+            Just(0x49),
+            Just(0x41),
+            Just(0x40),
+            Just(0x83),
+            Just(0x81),
+            Just(0x8d),
+            Just(0xc4),
+            Just(0x65),
+            Just(0xa5),
+            Just(0x5b),
+            Just(0x5d),
+            Just(0x5e),
+            Just(0x5f),
+            Just(0xc3),
+            Just(0xc2),
+            Just(0xf3),
+            Just(0xf2),
+            Just(0xe9),
+            Just(0xeb),
+            Just(0xff),
+            Just(0x25),
+            Just(0xe0),
+            any::<u8>(),
+        ];
+        proptest::collection::vec(byte, 0..16)
+    }
+
+    proptest! {
+        /// Whatever the grammar accepts decodes (by an independent decoder) as exactly that
+        /// instruction sequence: an rsp adjustment, 64-bit pops, then ret or jmp.
+        #[test]
+        fn accepted_bytes_decode_as_the_epilog(code in epilogish()) {
+            let judge = |_t: u32| true;
+            let Some(ep) = match_epilog(&code, 0x1000, Some(Reg::Rbp), &judge) else {
+                return Ok(());
+            };
+            let mut d = Decoder::with_ip(64, &code, 0x1000, DecoderOptions::NONE);
+            if ep.adjust.is_some() {
+                let i = d.decode();
+                prop_assert!(matches!(i.mnemonic(), Mnemonic::Add | Mnemonic::Lea), "{:?}", i.mnemonic());
+                prop_assert_eq!(i.op0_register(), Register::RSP);
+            }
+            for &r in ep.pops() {
+                let i = d.decode();
+                prop_assert_eq!(i.mnemonic(), Mnemonic::Pop);
+                prop_assert_eq!((i.op0_register() as u32 - Register::RAX as u32) as u8, r.number());
+            }
+            let i = d.decode();
+            prop_assert!(matches!(i.mnemonic(), Mnemonic::Ret | Mnemonic::Jmp), "{:?}", i.mnemonic());
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub use epilog::{match_epilog, Epilog, EpilogAdjust, EpilogEnd, JumpJudge};
 pub use error::PeError;
 pub use image::{Layout, PeImage};
 pub use pdata::{FunctionTable, RuntimeFunction, RUNTIME_FUNCTION_SIZE};
+pub use probes::{probe_points, ProbePoint};
 pub use unwind::{
     unwind_leaf, virtual_unwind, EpilogFrameRule, UnwindOptions, VirtualUnwind, MAX_CHAIN_DEPTH,
 };
@@ -30,4 +31,3 @@ pub use xdata::{
     UnwindCode, UnwindCodes, UnwindInfo, UnwindOp, UNW_FLAG_CHAININFO, UNW_FLAG_EHANDLER,
     UNW_FLAG_UHANDLER,
 };
-pub use probes::{probe_points, ProbePoint};

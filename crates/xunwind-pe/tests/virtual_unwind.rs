@@ -49,7 +49,9 @@ impl Img {
 
 /// A stack whose slot at `STACK + 8k` holds `0x5000 + 8k`.
 fn stack() -> Vec<u8> {
-    (0..0x400u64).flat_map(|k| (0x5000 + 8 * k).to_le_bytes()).collect()
+    (0..0x400u64)
+        .flat_map(|k| (0x5000 + 8 * k).to_le_bytes())
+        .collect()
 }
 
 fn regs() -> Regs {
@@ -95,7 +97,12 @@ fn run(
 
 /// push rbp; push rbx; sub rsp,0x30; lea rbp,[rsp+0x20]; (body) ; frame rbp offset 0x20.
 fn framed(img: &mut Img) -> RuntimeFunction {
-    img.put(0x1000, &[0x55, 0x53, 0x48, 0x83, 0xec, 0x30, 0x48, 0x8d, 0x6c, 0x24, 0x20]);
+    img.put(
+        0x1000,
+        &[
+            0x55, 0x53, 0x48, 0x83, 0xec, 0x30, 0x48, 0x8d, 0x6c, 0x24, 0x20,
+        ],
+    );
     img.put(0x100b, &[0x90; 0x20]);
     // epilog: lea rsp,[rbp+0x10]; pop rbx; pop rbp; ret
     img.put(0x102b, &[0x48, 0x8d, 0x65, 0x10, 0x5b, 0x5d, 0xc3]);
@@ -129,7 +136,10 @@ fn prolog_undoes_only_executed_codes() {
         let out = run(&img, f, 0x1000 + off, &mut r, None, UNW_FLAG_EHANDLER).unwrap();
         assert!(out.in_prolog, "offset {off}");
         assert_eq!(out.handler, None, "no handler in the prolog, offset {off}");
-        assert_eq!(out.establisher_frame, sp0, "SET_FPREG not yet run, offset {off}");
+        assert_eq!(
+            out.establisher_frame, sp0,
+            "SET_FPREG not yet run, offset {off}"
+        );
         assert_eq!(r.rsp(), Some(sp_before_ret + 8), "offset {off}");
         assert_eq!(r.rip(), Some(slot(sp_before_ret)), "offset {off}");
         assert_eq!(r.get(Reg::Rbx) != Some(0xa003), rbx, "offset {off}");
@@ -179,7 +189,12 @@ fn v1_epilog_is_emulated_forward() {
     let f = framed(&mut img);
     let img = img.finish();
     let rbp = STACK + 0x180;
-    for (pc, rsp_at_pc) in [(0x102bu32, 0u64), (0x102f, STACK + 0x40), (0x1030, STACK + 0x48), (0x1031, STACK + 0x50)] {
+    for (pc, rsp_at_pc) in [
+        (0x102bu32, 0u64),
+        (0x102f, STACK + 0x40),
+        (0x1030, STACK + 0x48),
+        (0x1031, STACK + 0x50),
+    ] {
         let mut r = regs();
         r.set(Reg::Rbp, rbp);
         if rsp_at_pc != 0 {
@@ -226,7 +241,12 @@ fn zero_codes_means_no_epilog_and_leafless_return() {
 fn tail_jumps_count_only_when_they_leave_the_function() {
     // pop rbx ; jmp <target>, from 0x1230 inside 0x1200..0x1240, whose second fragment
     // 0x1280..0x12a0 chains to it.
-    for (target, epilog) in [(0x1238u32, false), (0x1200, true), (0x1500, true), (0x1290, false)] {
+    for (target, epilog) in [
+        (0x1238u32, false),
+        (0x1200, true),
+        (0x1500, true),
+        (0x1290, false),
+    ] {
         let mut img = Img::new();
         img.put(0x1200, &[0x53]);
         img.put(0x2200, &[0x01, 1, 1, 0, 1, 0x30]);
@@ -294,12 +314,49 @@ fn save_xmm_and_far_forms_read_from_the_establisher_frame() {
 fn chained_info_applies_parent_codes_and_primary_handler() {
     let mut img = Img::new();
     // parent: push rbx at 1, handler 0x1900 with E flag
-    img.put(0x2600, &[0x01 | UNW_FLAG_EHANDLER << 3, 1, 1, 0, 1, 0x30, 0, 0, 0x00, 0x19, 0, 0]);
+    img.put(
+        0x2600,
+        &[
+            0x01 | UNW_FLAG_EHANDLER << 3,
+            1,
+            1,
+            0,
+            1,
+            0x30,
+            0,
+            0,
+            0x00,
+            0x19,
+            0,
+            0,
+        ],
+    );
     img.func(0x1600, 0x1640, 0x2600);
     // fragment: push rsi at 1, chained to the parent
     img.put(
         0x2640,
-        &[0x01 | 4 << 3, 1, 1, 0, 1, 0x60, 0, 0, 0x00, 0x16, 0, 0, 0x40, 0x16, 0, 0, 0x00, 0x26, 0, 0],
+        &[
+            0x01 | 4 << 3,
+            1,
+            1,
+            0,
+            1,
+            0x60,
+            0,
+            0,
+            0x00,
+            0x16,
+            0,
+            0,
+            0x40,
+            0x16,
+            0,
+            0,
+            0x00,
+            0x26,
+            0,
+            0,
+        ],
     );
     let frag = img.func(0x1680, 0x16a0, 0x2640);
     let img = img.finish();
@@ -314,7 +371,27 @@ fn chained_info_applies_parent_codes_and_primary_handler() {
 #[test]
 fn cyclic_chains_are_an_error_not_a_hang() {
     let mut img = Img::new();
-    img.put(0x2700, &[0x01 | 4 << 3, 0, 0, 0, 0x00, 0x17, 0, 0, 0x10, 0x17, 0, 0, 0x00, 0x27, 0, 0]);
+    img.put(
+        0x2700,
+        &[
+            0x01 | 4 << 3,
+            0,
+            0,
+            0,
+            0x00,
+            0x17,
+            0,
+            0,
+            0x10,
+            0x17,
+            0,
+            0,
+            0x00,
+            0x27,
+            0,
+            0,
+        ],
+    );
     let f = img.func(0x1700, 0x1710, 0x2700);
     let img = img.finish();
     let mut r = regs();
@@ -348,7 +425,11 @@ fn v2_epilog_skips_executed_pops() {
         let out = run(&img, f, pc, &mut r, None, 0).unwrap();
         assert!(out.in_epilog, "pc {pc:#x}");
         assert_eq!(r.rip(), Some(slot(sp + 8 * pops)), "pc {pc:#x}");
-        assert_eq!(r.get(Reg::Rbp) != Some(STACK + 0x200), pops >= 1, "pc {pc:#x}");
+        assert_eq!(
+            r.get(Reg::Rbp) != Some(STACK + 0x200),
+            pops >= 1,
+            "pc {pc:#x}"
+        );
     }
     // Before the epilog: the body, all codes undone.
     let mut r = regs();
