@@ -1,0 +1,142 @@
+//! The module map: which unwinder owns an address.
+
+use core::fmt;
+use xunwind_core::{FrameWalker, RangeTable, RangeTableError};
+
+/// A loaded module: its address range, how to unwind it, and its executable ranges.
+pub struct Module<'a> {
+    /// Name shown in frames (`ntdll.dll`, `libc.so.6`, `vmlinux`).
+    pub name: String,
+    /// First address.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The unwinder for code in this module.
+    pub walker: Box<dyn FrameWalker + 'a>,
+    /// Executable address ranges, for telling return addresses from data when scanning.
+    pub executable: Vec<(u64, u64)>,
+}
+
+impl fmt::Debug for Module<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.name)
+            .field("base", &format_args!("{:#x}", self.base))
+            .field("size", &format_args!("{:#x}", self.size))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Module<'_> {
+    /// Whether `addr` lies in one of the executable ranges.
+    pub fn is_executable(&self, addr: u64) -> bool {
+        self.executable.iter().any(|&(b, e)| b <= addr && addr < e)
+    }
+}
+
+/// Identifies a module in an [`AddressSpace`]; stays valid until the module is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModuleId(usize);
+
+/// The modules of a process or kernel, searchable by address.
+///
+/// Lookups go through a [`RangeTable`] over 64-bit addresses, rebuilt when modules are added or
+/// removed (rare next to lookups). Overlapping modules are refused.
+#[derive(Default)]
+pub struct AddressSpace<'a> {
+    slots: Vec<Option<Module<'a>>>,
+    /// Slot indices in address order, parallel to the range table's entries.
+    order: Vec<usize>,
+    index: RangeTable<u64>,
+    generation: u64,
+}
+
+impl fmt::Debug for AddressSpace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.order.iter().filter_map(|&i| self.slots[i].as_ref()))
+            .finish()
+    }
+}
+
+impl<'a> AddressSpace<'a> {
+    /// An empty address space.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn rebuild(&mut self) -> Result<(), RangeTableError> {
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect();
+        let range = |i: usize| {
+            let m = self.slots[i].as_ref().expect("live slot");
+            (m.base, m.base.saturating_add(m.size))
+        };
+        order.sort_by_key(|&i| range(i));
+        let index = RangeTable::new(order.iter().map(|&i| range(i)))?;
+        self.order = order;
+        self.index = index;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Adds a module; fails (and leaves the space unchanged) if it overlaps another.
+    pub fn add_module(&mut self, module: Module<'a>) -> Result<ModuleId, RangeTableError> {
+        let id = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.slots.len());
+        if id == self.slots.len() {
+            self.slots.push(None);
+        }
+        self.slots[id] = Some(module);
+        if let Err(e) = self.rebuild() {
+            self.slots[id] = None;
+            self.rebuild().expect("the previous table was valid");
+            return Err(e);
+        }
+        Ok(ModuleId(id))
+    }
+
+    /// Removes a module, returning it.
+    pub fn remove_module(&mut self, id: ModuleId) -> Option<Module<'a>> {
+        let m = self.slots.get_mut(id.0)?.take()?;
+        self.rebuild().expect("removing keeps the table valid");
+        Some(m)
+    }
+
+    /// The module holding `addr`.
+    #[inline]
+    pub fn module_at(&self, addr: u64) -> Option<(ModuleId, &Module<'a>)> {
+        let slot = *self.order.get(self.index.lookup(addr)?)?;
+        Some((ModuleId(slot), self.slots[slot].as_ref()?))
+    }
+
+    /// A module by id.
+    pub fn module(&self, id: ModuleId) -> Option<&Module<'a>> {
+        self.slots.get(id.0)?.as_ref()
+    }
+
+    /// Whether `addr` is executable code of some module.
+    pub fn is_code(&self, addr: u64) -> bool {
+        self.module_at(addr)
+            .is_some_and(|(_, m)| m.is_executable(addr))
+    }
+
+    /// Bumped on every change, so caches keyed by address can be invalidated.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of modules.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether there are no modules.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}

@@ -1,0 +1,72 @@
+//! Arbitrary unwind-info bytes, an arbitrary register context and arbitrary stack memory:
+//! `RtlVirtualUnwind` and the `FrameWalker` step must return, never panic or hang.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use xunwind_core::{ContextPointers, FrameWalker, PcKind, Reg, Regs, SliceMemory};
+use xunwind_pe::{
+    virtual_unwind, EpilogFrameRule, PeImage, PeUnwinder, RuntimeFunction, UnwindOptions,
+};
+
+const BASE: u64 = 0x1_8000_0000;
+const STACK: u64 = 0x7fff_0000;
+
+fn u32_at(d: &[u8], i: usize) -> u32 {
+    let mut b = [0u8; 4];
+    for (k, x) in b.iter_mut().enumerate() {
+        *x = d.get(i + k).copied().unwrap_or(0);
+    }
+    u32::from_le_bytes(b)
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 64 {
+        return;
+    }
+    // Header: function (begin, end, unwind), pc offset, pdata rva/size, stack split.
+    let (head, rest) = data.split_at(64);
+    let f = RuntimeFunction {
+        begin: u32_at(head, 0) % 0x2000,
+        end: u32_at(head, 4) % 0x2000,
+        unwind_data: u32_at(head, 8) % 0x2000,
+    };
+    let pc = BASE + (u32_at(head, 12) % 0x2000) as u64;
+    let split = (u32_at(head, 16) as usize) % (rest.len() + 1);
+    let (image, stack) = rest.split_at(split);
+    let pdata_rva = u32_at(head, 20) % 0x2000;
+    let pdata_size = u32_at(head, 24) % 0x400;
+    let img = PeImage::from_parts(image, BASE, pdata_rva, pdata_size);
+    let mut gpr = [0u64; 16];
+    for (n, g) in gpr.iter_mut().enumerate() {
+        // Registers point into the stack, near it, or anywhere, as the input says.
+        let sel = head[28 + n];
+        *g = match sel & 3 {
+            0 => STACK + (sel as u64 >> 2) * 8,
+            1 => STACK.wrapping_sub(sel as u64),
+            _ => u64::from(u32_at(head, 44 + (n % 5) * 4)) << (sel & 32),
+        };
+    }
+    let mem = SliceMemory::new(STACK, stack);
+    for rule in [EpilogFrameRule::FrameRegister, EpilogFrameRule::ReturnSlot] {
+        let opts = UnwindOptions { epilog_frame: rule };
+        for ty in 0..4u8 {
+            let mut regs = Regs::with_gprs(pc, gpr);
+            let mut ptrs = ContextPointers::new();
+            let _ = virtual_unwind(&img, BASE, f, pc, &mut regs, Some(&mut ptrs), ty, &mem, &opts);
+        }
+    }
+    // A short walk through the generic interface, bounded by construction.
+    let walker = PeUnwinder::new(img, BASE);
+    let mut regs = Regs::with_gprs(pc, gpr);
+    let mut kind = PcKind::Exact;
+    for _ in 0..8 {
+        match walker.step(&regs, kind, &mem) {
+            Ok(step) => {
+                regs = step.regs;
+                kind = step.caller_pc;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = regs.get(Reg::Rsp);
+});
