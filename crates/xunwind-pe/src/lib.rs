@@ -6,7 +6,8 @@
 //! - [`RuntimeFunction`], [`FunctionTable`]: `.pdata` entries and `RtlLookupFunctionEntry`;
 //! - [`UnwindInfo`], [`UnwindCode`]: `.xdata` (UNWIND_INFO versions 1 and 2, every UWOP code,
 //!   chained info, handlers);
-//! - [`virtual_unwind`]: `RtlVirtualUnwind`, one frame as Windows unwinds it.
+//! - [`virtual_unwind`]: `RtlVirtualUnwind`, one frame as Windows unwinds it;
+//! - [`ScopeTable`]: `__C_specific_handler` language data (`__try` scopes).
 #![deny(missing_docs)]
 
 mod epilog;
@@ -14,6 +15,7 @@ mod error;
 mod image;
 mod pdata;
 mod probes;
+mod scope;
 mod unwind;
 mod walker;
 mod xdata;
@@ -23,6 +25,7 @@ pub use error::PeError;
 pub use image::{Layout, PeImage};
 pub use pdata::{FunctionTable, RuntimeFunction, RUNTIME_FUNCTION_SIZE};
 pub use probes::{probe_points, ProbePoint};
+pub use scope::{ScopeKind, ScopeRecord, ScopeTable, EXCEPTION_EXECUTE_HANDLER};
 pub use unwind::{
     unwind_leaf, virtual_unwind, EpilogFrameRule, UnwindOptions, VirtualUnwind, MAX_CHAIN_DEPTH,
 };
