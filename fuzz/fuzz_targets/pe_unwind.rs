@@ -48,11 +48,24 @@ fuzz_target!(|data: &[u8]| {
     }
     let mem = SliceMemory::new(STACK, stack);
     for rule in [EpilogFrameRule::FrameRegister, EpilogFrameRule::ReturnSlot] {
-        let opts = UnwindOptions { epilog_frame: rule };
+        let opts = UnwindOptions {
+            epilog_frame: rule,
+            ..UnwindOptions::default()
+        };
         for ty in 0..4u8 {
             let mut regs = Regs::with_gprs(pc, gpr);
             let mut ptrs = ContextPointers::new();
-            let _ = virtual_unwind(&img, BASE, f, pc, &mut regs, Some(&mut ptrs), ty, &mem, &opts);
+            let _ = virtual_unwind(
+                &img,
+                BASE,
+                f,
+                pc,
+                &mut regs,
+                Some(&mut ptrs),
+                ty,
+                &mem,
+                &opts,
+            );
         }
     }
     // A short walk through the generic interface, bounded by construction.

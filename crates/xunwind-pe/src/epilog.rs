@@ -176,6 +176,109 @@ pub fn match_epilog(
     })
 }
 
+/// Wine 8.0's epilog grammar (Debian 12's wine64), which deviates from Windows: it accepts
+/// `lea rsp, [reg + disp]` through any register, knows no `jmp [rip+disp]`, REX.W `jmp r/m` or
+/// `f2` prefix, never treats a jump out of the function (a tail call) as the end of an epilog,
+/// and follows a jump inside the function, going on matching pops and returns at its target.
+/// `code_at` gives the image bytes at an RVA. Used only to reproduce that oracle.
+pub fn match_epilog_wine8<'c>(
+    code_at: &dyn Fn(u32) -> &'c [u8],
+    pc_rva: u32,
+    begin: u32,
+    end: u32,
+) -> Option<Epilog> {
+    let mut code = code_at(pc_rva);
+    let mut code_rva = pc_rva;
+    let b = |code: &[u8], i: usize| code.get(i).copied();
+    let mut jumps = 0;
+    let mut at = 0usize;
+    let mut adjust = None;
+    if b(code, 0)? & 0xf8 == 0x48 {
+        match b(code, 1)? {
+            0x81 if b(code, 0)? == 0x48 && b(code, 2)? == 0xc4 => {
+                adjust = Some(EpilogAdjust::Add(i32_at(code, 3)?));
+                at = 7;
+            }
+            0x83 if b(code, 0)? == 0x48 && b(code, 2)? == 0xc4 => {
+                adjust = Some(EpilogAdjust::Add(b(code, 3)? as i8 as i32));
+                at = 4;
+            }
+            0x81 | 0x83 => return None,
+            0x8d => {
+                let modrm = b(code, 2)?;
+                if b(code, 0)? & 0x06 != 0 || (modrm >> 3) & 7 != 4 || modrm & 7 == 4 {
+                    return None;
+                }
+                let reg = Reg::from_number(((b(code, 0)? & 1) << 3) | (modrm & 7));
+                match modrm >> 6 {
+                    1 => {
+                        adjust = Some(EpilogAdjust::Lea(reg, b(code, 3)? as i8 as i32));
+                        at = 4;
+                    }
+                    2 => {
+                        adjust = Some(EpilogAdjust::Lea(reg, i32_at(code, 3)?));
+                        at = 7;
+                    }
+                    _ => return None,
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut pops = [Reg::Rax; 16];
+    let mut n = 0usize;
+    loop {
+        let mut rex = 0;
+        if b(code, at)? & 0xf0 == 0x40 {
+            rex = b(code, at)? & 0x0f;
+            at += 1;
+        }
+        let op = b(code, at)?;
+        if op == 0xe9 || op == 0xeb {
+            let (disp, len) = if op == 0xeb {
+                (b(code, at + 1)? as i8 as i32, 2)
+            } else {
+                (i32_at(code, at + 1)?, 5)
+            };
+            let target = code_rva
+                .wrapping_add((at + len) as u32)
+                .wrapping_add(disp as u32);
+            // Wine has no bound here; we stop after a few hops instead of looping forever.
+            jumps += 1;
+            if !(begin <= target && target < end) || jumps > 32 {
+                return None;
+            }
+            code = code_at(target);
+            code_rva = target;
+            at = 0;
+            continue;
+        }
+        let end_kind = match op {
+            0x58..=0x5f => {
+                if n == pops.len() {
+                    return None;
+                }
+                pops[n] = Reg::from_number((op - 0x58) + (rex & 1) * 8);
+                n += 1;
+                at += 1;
+                continue;
+            }
+            0xc2 => EpilogEnd::Ret {
+                imm: u16::from_le_bytes([b(code, at + 1)?, b(code, at + 2)?]),
+            },
+            0xc3 => EpilogEnd::Ret { imm: 0 },
+            0xf3 if b(code, at + 1)? == 0xc3 => EpilogEnd::Ret { imm: 0 },
+            _ => return None,
+        };
+        return Some(Epilog {
+            adjust,
+            pops,
+            pop_count: n as u8,
+            end: end_kind,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,14 +20,15 @@ mod unwind;
 mod walker;
 mod xdata;
 
-pub use epilog::{match_epilog, Epilog, EpilogAdjust, EpilogEnd, JumpJudge};
+pub use epilog::{match_epilog, match_epilog_wine8, Epilog, EpilogAdjust, EpilogEnd, JumpJudge};
 pub use error::PeError;
 pub use image::{Layout, PeImage};
 pub use pdata::{FunctionTable, RuntimeFunction, RUNTIME_FUNCTION_SIZE};
 pub use probes::{probe_points, ProbePoint};
 pub use scope::{ScopeKind, ScopeRecord, ScopeTable, EXCEPTION_EXECUTE_HANDLER};
 pub use unwind::{
-    unwind_leaf, virtual_unwind, EpilogFrameRule, UnwindOptions, VirtualUnwind, MAX_CHAIN_DEPTH,
+    unwind_leaf, virtual_unwind, Compat, EpilogFrameRule, UnwindOptions, VirtualUnwind,
+    MAX_CHAIN_DEPTH,
 };
 pub use walker::PeUnwinder;
 pub use xdata::{

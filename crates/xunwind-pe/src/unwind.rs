@@ -1,6 +1,6 @@
 //! `RtlVirtualUnwind` for x64: one frame, exactly as Windows computes it.
 
-use crate::epilog::{match_epilog, EpilogAdjust};
+use crate::epilog::{match_epilog, match_epilog_wine8, Epilog, EpilogAdjust, EpilogEnd};
 use crate::{PeError, PeImage, RuntimeFunction, UnwindInfo, UnwindOp};
 use xunwind_core::{ContextPointers, MemoryReader, Reg, Regs, UnwindError};
 
@@ -18,11 +18,25 @@ pub enum EpilogFrameRule {
     ReturnSlot,
 }
 
+/// Whose behaviour to reproduce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compat {
+    /// Windows (the default, and the point of this crate).
+    #[default]
+    Windows,
+    /// Wine 8.0's known deviations (`corpus/oracle/wine-deviations.md`): its epilog grammar, a
+    /// `ret imm16` that pops the immediate, and no version-2 epilog descriptors. Only for
+    /// explaining differences from that oracle in differential tests.
+    Wine8,
+}
+
 /// Options of [`virtual_unwind`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UnwindOptions {
     /// Establisher frame in an epilog.
     pub epilog_frame: EpilogFrameRule,
+    /// Whose behaviour to reproduce.
+    pub compat: Compat,
 }
 
 /// What [`virtual_unwind`] reports besides the caller's registers.
@@ -175,7 +189,9 @@ pub fn virtual_unwind(
 
     // Epilogs are only looked for outside the prolog, and never without unwind codes.
     if !in_prolog && info.count_of_codes() > 0 {
-        let hit = if info.version() >= 2 {
+        let hit = if opts.compat == Compat::Wine8 {
+            unwind_wine8_epilog(image, function, pc_rva, regs, &mut pointers, mem)?
+        } else if info.version() >= 2 {
             unwind_v2_epilog(
                 image,
                 base,
@@ -298,12 +314,15 @@ fn unwind_v1_epilog(
         }
         // Outside this entry: still the same function if it lands in another fragment of it
         // (an entry with the same primary), unless it lands on the primary's start.
-        let ours = *primary_begin.get_or_init(|| primary_of(image, function).ok().map(|f| f.begin));
-        let Some(ours) = ours else { return true };
+        let ours = *primary_begin
+            .get_or_init(|| primary_of(image, function).map_or(function.begin, |f| f.begin));
         if target == ours {
             return true;
         }
         match image.lookup_function_entry(target) {
+            // An entry with our own begin is another fragment of us (Windows 10 2009+), even
+            // if its unwind data cannot be read; otherwise compare the chains' primaries.
+            Some(f) if f.begin == function.begin || f.begin == ours => false,
             Some(f) => primary_of(image, f).map_or(true, |p| p.begin != ours),
             None => true,
         }
@@ -311,6 +330,18 @@ fn unwind_v1_epilog(
     let Some(ep) = match_epilog(code, pc_rva, info.frame_register(), &judge) else {
         return Ok(false);
     };
+    apply_epilog(&ep, regs, pointers, mem)?;
+    Ok(true)
+}
+
+/// Runs a recognised epilog forward: the rsp adjustment, the pops, then a return. Every
+/// terminator, jumps included, unwinds as a plain return (Windows does not apply `ret imm16`).
+fn apply_epilog(
+    ep: &Epilog,
+    regs: &mut Regs,
+    pointers: &mut Option<&mut ContextPointers>,
+    mem: &dyn MemoryReader,
+) -> Result<(), UnwindError> {
     match ep.adjust {
         Some(EpilogAdjust::Add(n)) => {
             let sp = reg(regs, Reg::Rsp)?;
@@ -325,11 +356,30 @@ fn unwind_v1_epilog(
     for &r in ep.pops() {
         pop(regs, pointers, r, mem)?;
     }
-    // Every terminator, jumps included, unwinds as a plain return (`ret imm16`'s operand is
-    // not applied by Windows).
     let sp = reg(regs, Reg::Rsp)?;
     regs.set_rip(mem.read_u64(sp)?);
     regs.set(Reg::Rsp, sp.wrapping_add(8));
+    Ok(())
+}
+
+/// Wine 8.0's epilog recognition and emulation (see [`Compat::Wine8`]).
+fn unwind_wine8_epilog(
+    image: &PeImage<'_>,
+    function: RuntimeFunction,
+    pc_rva: u32,
+    regs: &mut Regs,
+    pointers: &mut Option<&mut ContextPointers>,
+    mem: &dyn MemoryReader,
+) -> Result<bool, UnwindError> {
+    let code_at = |rva: u32| image.bytes_at(rva);
+    let Some(ep) = match_epilog_wine8(&code_at, pc_rva, function.begin, function.end) else {
+        return Ok(false);
+    };
+    apply_epilog(&ep, regs, pointers, mem)?;
+    if let EpilogEnd::Ret { imm } = ep.end {
+        let sp = reg(regs, Reg::Rsp)?;
+        regs.set(Reg::Rsp, sp.wrapping_add(imm as u64));
+    }
     Ok(true)
 }
 

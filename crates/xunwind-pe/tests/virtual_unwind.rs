@@ -219,6 +219,7 @@ fn v1_epilog_is_emulated_forward() {
     r.set(Reg::Rsp, STACK + 0x48);
     let opts = UnwindOptions {
         epilog_frame: EpilogFrameRule::ReturnSlot,
+        ..UnwindOptions::default()
     };
     let out = virtual_unwind(&img, BASE, f, BASE + 0x1030, &mut r, None, 1, &mem, &opts).unwrap();
     assert_eq!(out.establisher_frame, STACK + 0x50);
