@@ -105,6 +105,8 @@ fn pop(
     if let Some(p) = ptrs {
         p.set_gpr(r, sp);
     }
+    // Windows adds 8 to rsp after the load, so `pop rsp` yields the loaded value plus 8.
+    let sp = if r == Reg::Rsp { v } else { sp };
     regs.set(Reg::Rsp, sp.wrapping_add(8));
     Ok(())
 }
