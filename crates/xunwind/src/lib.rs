@@ -1,7 +1,8 @@
 //! xunwind: x64 stack unwinding and exception resolution, faithful to Windows and Linux.
 //!
 //! This facade re-exports the format crates — [`core`] (registers, memory, range tables, the
-//! frame-walker trait) and [`pe`] (Windows x64 unwind data) — and adds what a debugger calls: an
+//! frame-walker trait), [`pe`] (Windows x64 unwind data) and [`extable`] (Linux `__ex_table`
+//! and ORC) — and adds what a debugger calls: an
 //! [`AddressSpace`] of modules and a [`StackWalker`] that walks a whole stack with unwind info,
 //! then frame pointers, then scanning, saying how each frame was found.
 #![deny(missing_docs)]
@@ -10,6 +11,7 @@ mod space;
 mod walk;
 
 pub use xunwind_core as core;
+pub use xunwind_extable as extable;
 pub use xunwind_pe as pe;
 
 pub use space::{AddressSpace, Module, ModuleId};
