@@ -10,7 +10,7 @@ use xunwind::pe::{
 };
 
 /// The fixture dumped when no file is given (built from our own sources; recipe beside it).
-const BUNDLED: &[u8] = include_bytes!("../../../corpus/fixtures/demo/demo.dll");
+const BUNDLED: &[u8] = include_bytes!("../../../corpus/fixtures/msvc/msvc.dll");
 
 pub fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
@@ -318,7 +318,7 @@ fn dump(args: &[String]) -> Result<(), String> {
     let json = args.iter().any(|a| a == "--json");
     let files: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let (name, owned) = match files.as_slice() {
-        [] => ("<bundled demo.dll>".to_string(), None),
+        [] => ("<bundled msvc.dll>".to_string(), None),
         [f] => (f.to_string(), Some(read_file(f)?)),
         _ => return Err("pe dump takes one FILE".into()),
     };
