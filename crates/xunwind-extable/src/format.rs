@@ -353,7 +353,7 @@ pub fn parse_entries(
     raw_fixup: bool,
 ) -> Result<Vec<ExTableEntry>> {
     let es = format.entry_size() as usize;
-    if data.len() % es != 0 {
+    if !data.len().is_multiple_of(es) {
         return Err(Error::BadTableSize {
             size: data.len() as u64,
             entry_size: es as u8,

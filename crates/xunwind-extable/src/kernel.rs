@@ -320,7 +320,7 @@ impl KernelFile {
     /// The layout of a table whose kernel version is unknown: 12-byte entries on x86 are
     /// handler-format when every third field points into code, data-format otherwise.
     fn guess_format(&self, bytes: &[u8], addr: u64) -> (ExTableFormat, &'static str) {
-        let by12 = bytes.len() % 12 == 0 && !bytes.is_empty();
+        let by12 = bytes.len().is_multiple_of(12) && !bytes.is_empty();
         match self.machine {
             Machine::X86_64 | Machine::X86 if by12 => {
                 if self.kind == FileKind::Vmlinux
@@ -460,7 +460,7 @@ fn module_entries(
     format: ExTableFormat,
 ) -> Result<Vec<ModuleEntry>> {
     let es = format.entry_size() as usize;
-    if bytes.len() % es != 0 {
+    if !bytes.len().is_multiple_of(es) {
         return Err(Error::BadTableSize {
             size: bytes.len() as u64,
             entry_size: es as u8,

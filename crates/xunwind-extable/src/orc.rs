@@ -204,7 +204,7 @@ pub struct OrcTable {
 impl OrcTable {
     /// Builds the vmlinux table from its sections.
     pub fn from_sections(s: &OrcSections, version: Option<KernelVersion>) -> Result<Self> {
-        if s.ip.len() % 4 != 0 || s.unwind.len() % ORC_ENTRY_SIZE != 0 {
+        if !s.ip.len().is_multiple_of(4) || !s.unwind.len().is_multiple_of(ORC_ENTRY_SIZE) {
             return Err(Error::BadOrc("section sizes are not whole entries"));
         }
         let n = s.ip.len() / 4;

@@ -164,7 +164,7 @@ impl<'a> PeImage<'a> {
                 rva: self.pdata_rva,
                 len: self.pdata_size,
             })
-        } else if self.pdata_size as usize % RUNTIME_FUNCTION_SIZE != 0 {
+        } else if !(self.pdata_size as usize).is_multiple_of(RUNTIME_FUNCTION_SIZE) {
             Some(PeError::BadPdataSize(self.pdata_size))
         } else {
             None
