@@ -67,8 +67,40 @@ impl<'a> FunctionTable<'a> {
             bytes,
             index: Ok(RangeTable::default()),
         };
-        t.index = RangeTable::new(t.iter().map(|f| (f.begin as u64, f.end as u64)));
+        t.index = Self::windows_order(&t)
+            .and_then(|()| RangeTable::new(t.iter().map(|f| (f.begin as u64, f.end as u64))));
         t
+    }
+
+    /// Windows' binary search steers by every entry it probes, empty ones included: the fast
+    /// index gives the same answers only if the whole table, empty entries too, is in order
+    /// (`RangeTable` alone would accept an out-of-place empty entry, which misleads Windows).
+    fn windows_order(t: &FunctionTable<'_>) -> Result<(), RangeTableError> {
+        let mut prev: Option<RuntimeFunction> = None;
+        for (index, f) in t.iter().enumerate() {
+            let (begin, end) = (f.begin as u64, f.end as u64);
+            if end < begin {
+                return Err(RangeTableError::Inverted { index, begin, end });
+            }
+            if let Some(p) = prev {
+                if f.begin < p.begin {
+                    return Err(RangeTableError::Unsorted {
+                        index,
+                        begin,
+                        prev_begin: p.begin as u64,
+                    });
+                }
+                if f.begin < p.end {
+                    return Err(RangeTableError::Overlap {
+                        index,
+                        begin,
+                        prev_end: p.end as u64,
+                    });
+                }
+            }
+            prev = Some(f);
+        }
+        Ok(())
     }
 
     /// Number of entries.
@@ -187,6 +219,23 @@ mod tests {
         assert_eq!(t.find(0x1050), Some(1));
         assert_eq!(t.find(0x3050), None);
         assert_eq!(t.find(0x2050), Some(2));
+    }
+
+    #[test]
+    fn misplaced_empty_entry_falls_back_to_windows_search() {
+        // The empty entry is out of order: Windows probes it first and goes left, missing
+        // the entry that holds 0x1850. The answer must be Windows' (found by fuzzing).
+        let bytes = table(&[
+            (0x1000, 0x1010, 0),
+            (0x1840, 0x1880, 0),
+            (0xffff_ffff, 0xffff_ffff, 0),
+            (0x1900, 0x1910, 0),
+            (0x1920, 0x1930, 0),
+        ]);
+        let t = FunctionTable::new(&bytes);
+        assert!(t.order_error().is_some());
+        assert_eq!(t.find(0x1850), t.windows_search(0x1850));
+        assert_eq!(t.find(0x1925), t.windows_search(0x1925));
     }
 
     #[test]
