@@ -423,7 +423,7 @@ fn unwind_v2_epilog(
         return Ok(false);
     };
     // Bytes of the epilog already executed: skip as many pops as they cover.
-    let mut done = offset - start;
+    let mut done = offset.wrapping_sub(start);
     let mut cur = *info;
     let mut depth = 0usize;
     let mut started = false;
