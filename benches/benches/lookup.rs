@@ -95,24 +95,24 @@ fn patterns(table: &[(u32, u32)], seed: u64) -> [(&'static str, Box<[u64; BATCH]
 }
 
 /// Prototypes of a change to `RangeTable::lookup` (see `xunwind_benches::proto`): today's
-/// block search with its select forced to a conditional move, and the block search as a fixed
-/// number of steps (a loop LLVM compiles to branches, or unrolled conditional moves), at
-/// today's block size and at half of it.
+/// block search with its select forced to a conditional move, and, with blocks half today's
+/// size, the block search as a fixed number of steps (`window4`: at most 4 entries, a loop
+/// LLVM compiles to branches; `unrolled16`: unrolled conditional moves).
 fn prototypes(label: &str, table: &[(u32, u32)]) -> Vec<(String, FixedStepTable)> {
-    let mut v = vec![(
-        "proto_variable_cmov_finer0".to_string(),
-        FixedStepTable::new(table, 0, 16, Search::Variable),
-    )];
-    for finer in 0..2 {
-        for (w, kind) in [
-            (4, Search::Window),
-            (16, Search::Unrolled),
-            (8, Search::Count),
-        ] {
-            let name = format!("proto_{kind:?}{w}_finer{finer}").to_lowercase();
-            v.push((name, FixedStepTable::new(table, finer, w, kind)));
-        }
-    }
+    let v = vec![
+        (
+            "proto_variable_cmov_finer0".to_string(),
+            FixedStepTable::new(table, 0, 16, Search::Variable),
+        ),
+        (
+            "proto_window4_finer1".to_string(),
+            FixedStepTable::new(table, 1, 4, Search::Window),
+        ),
+        (
+            "proto_unrolled16_finer1".to_string(),
+            FixedStepTable::new(table, 1, 16, Search::Unrolled),
+        ),
+    ];
     for (name, p) in &v {
         let (width, shift) = p.shape();
         eprintln!(

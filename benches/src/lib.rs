@@ -277,8 +277,6 @@ mod tests {
                         (16, proto::Search::Unrolled),
                         (2, proto::Search::Unrolled),
                         (16, proto::Search::Variable),
-                        (16, proto::Search::Count),
-                        (4, proto::Search::Count),
                     ]
                     .map(|(w, k)| proto::FixedStepTable::new(&t, f, w, k))
                 })

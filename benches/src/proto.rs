@@ -25,16 +25,15 @@ pub enum Search {
     /// the block) with the select forced to a conditional move by
     /// `core::hint::select_unpredictable` (Rust 1.88).
     Variable,
-    /// As `Unrolled`, but the window's entries are counted (`begin <= key` summed over all
-    /// `width` of them) instead of halved: the loads and compares are independent of each
-    /// other, so the latency is one load and an add tree, not `log2(width)` dependent loads.
-    Count,
 }
 
 /// A sorted table of non-empty, non-overlapping `u32`-offset ranges with a block index
 /// (as `RangeTable`) and a fixed-width in-block search.
 pub struct FixedStepTable {
     kind: Search,
+    /// As in `RangeTable` (search position to input index when empty ranges were left out);
+    /// always `None` here, but kept so the code after the search is the same as the real one.
+    remap: Option<Box<[u32]>>,
     base: u64,
     limit: u64,
     /// `[begin, end]` offsets, then `width` sentinels `[u32::MAX, u32::MAX]`.
@@ -72,7 +71,7 @@ impl FixedStepTable {
             .unwrap_or(0);
         let width = match kind {
             Search::Window | Search::Variable => max_occupancy,
-            Search::Unrolled | Search::Count => {
+            Search::Unrolled => {
                 // The occupancy that 99% of the blocks do not exceed.
                 let mut occ: Vec<u32> = index.windows(2).map(|w| w[1] - w[0]).collect();
                 occ.sort_unstable();
@@ -93,6 +92,7 @@ impl FixedStepTable {
             shift,
             width,
             kind,
+            remap: None,
         }
     }
 
@@ -111,19 +111,6 @@ impl FixedStepTable {
         };
         let e = &self.entries;
         let mut at = lo;
-        if hi - lo <= self.width && self.kind == Search::Count {
-            // Entries counted from lo: `lo + count - 1` is the last beginning at or before key
-            // (entry 0 begins at offset 0, so the sum is never 0 when lo is 0).
-            let c = match self.width {
-                1 => (e[lo][0] <= key) as usize,
-                2 => count::<2>(e, lo, key),
-                4 => count::<4>(e, lo, key),
-                8 => count::<8>(e, lo, key),
-                _ => count::<16>(e, lo, key),
-            };
-            let pos = lo + c - 1;
-            return if key < e[pos][1] { Some(pos) } else { None };
-        }
         if self.kind == Search::Variable {
             let mut size = hi - lo;
             while size > 1 {
@@ -160,7 +147,10 @@ impl FixedStepTable {
         // (entry 0 begins at offset 0, so `at` is never 0 here).
         let pos = at - (e[at][0] > key) as usize;
         if key < e[pos][1] {
-            Some(pos)
+            Some(match &self.remap {
+                None => pos,
+                Some(m) => m[pos] as usize,
+            })
         } else {
             None
         }
@@ -193,11 +183,4 @@ fn window<const W: usize>(e: &[[u32; 2]], lo: usize, key: u32) -> usize {
         };
     }
     at
-}
-
-/// How many of `e[lo..lo + W]` begin at or before `key`, each compared on its own.
-#[inline(always)]
-fn count<const W: usize>(e: &[[u32; 2]], lo: usize, key: u32) -> usize {
-    let w: &[[u32; 2]; W] = e[lo..lo + W].try_into().expect("W entries");
-    w.iter().map(|x| (x[0] <= key) as usize).sum()
 }

@@ -6,6 +6,7 @@ mod extable;
 mod json;
 mod pe;
 mod probe;
+mod stack;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ usage:
                                        RtlVirtualUnwind on the synthetic thread (CONFORMANCE 3)
   xunwind extable FILE [--json] [--ip ADDR] [--system-map FILE]
                                        __ex_table of a vmlinux, bzImage or .ko (CONFORMANCE 4)
+  xunwind stack INPUT [--json] [--modules DIR]... [--symbols DIR]... [--thread N]
+                                       walk a minidump's or ELF core's thread (CONFORMANCE 5)
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("pe") => pe::run(&args[1..]),
         Some("extable") => extable::run(&args[1..]),
+        Some("stack") => stack::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())

@@ -4,17 +4,25 @@
 //! frame-walker trait), [`pe`] (Windows x64 unwind data) and [`extable`] (Linux `__ex_table`
 //! and ORC) — and adds what a debugger calls: an
 //! [`AddressSpace`] of modules and a [`StackWalker`] that walks a whole stack with unwind info,
-//! then frame pointers, then scanning, saying how each frame was found.
+//! then frame pointers, then scanning, saying how each frame was found, and a [`Target`] read
+//! from a minidump or an ELF core file.
 #![deny(missing_docs)]
 
+mod linux;
 mod space;
+mod target;
 mod walk;
+mod windows;
 
 pub use xunwind_core as core;
 pub use xunwind_extable as extable;
 pub use xunwind_pe as pe;
 
 pub use space::{AddressSpace, Module, ModuleId};
+pub use target::{
+    ExceptionRecord, LoadOptions, Location, ModuleImage, Platform, Symbol, Symbolize, Symbols,
+    Target, TargetError, Thread,
+};
 pub use walk::{Frame, StackWalker, StopReason, Walk};
 pub use xunwind_core::{
     FrameWalker, MemoryError, MemoryReader, PcKind, RangeTable, Reg, Regs, SliceMemory, Step,

@@ -1,0 +1,148 @@
+//! `xunwind stack INPUT`: walk a thread of a minidump or ELF core file (CONFORMANCE section 5).
+
+use crate::json::Obj;
+use std::io::Write;
+use std::path::PathBuf;
+use xunwind::{LoadOptions, StackWalker, Target, Trust};
+
+const USAGE: &str = "usage: xunwind stack INPUT [--json] [--modules DIR]... [--symbols DIR]... [--thread N] [--max-frames N]";
+
+/// Runs `xunwind stack`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut input = None;
+    let mut json = false;
+    let mut options = LoadOptions::default();
+    let mut thread: Option<u64> = None;
+    let mut walker = StackWalker::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--json" => json = true,
+            "--modules" => options.module_dirs.push(PathBuf::from(value("--modules")?)),
+            "--symbols" => options.symbol_dirs.push(PathBuf::from(value("--symbols")?)),
+            "--thread" => thread = Some(parse_number(&value("--thread")?)?),
+            "--max-frames" => {
+                walker.max_frames = parse_number(&value("--max-frames")?)? as usize;
+            }
+            s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
+            s if input.is_none() => input = Some(PathBuf::from(s)),
+            s => return Err(format!("unexpected argument {s}\n{USAGE}")),
+        }
+    }
+    let input = input.ok_or_else(|| USAGE.to_string())?;
+    let target = Target::open(&input, &options).map_err(|e| e.to_string())?;
+    let t = match thread {
+        // A thread id first; failing that, a 0-based index in dump order.
+        Some(n) => target
+            .threads
+            .iter()
+            .find(|t| t.id == n)
+            .or_else(|| target.threads.get(n as usize))
+            .ok_or_else(|| format!("no thread {n} in {}", input.display()))?,
+        None => target
+            .default_thread()
+            .ok_or_else(|| format!("{} has no threads", input.display()))?,
+    };
+    let regs = target
+        .exception
+        .as_ref()
+        .filter(|e| e.thread_id == t.id)
+        .and_then(|e| e.context.clone())
+        .unwrap_or_else(|| t.regs.clone());
+    let space = target.address_space();
+    let symbols = target.symbols(&options);
+    let walk = walker.walk(&space, &regs, &target.memory);
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let write = |out: &mut std::io::BufWriter<_>| -> std::io::Result<()> {
+        for (n, f) in walk.frames.iter().enumerate() {
+            // Return addresses belong to the call before them.
+            let at = if n == 0 || f.trust == Trust::Context {
+                f.pc
+            } else {
+                f.pc.wrapping_sub(1)
+            };
+            let loc = symbols.lookup(at);
+            if json {
+                let mut o = Obj::new();
+                o.num("frame", n as u64);
+                o.str("pc", &format!("{:#x}", f.pc));
+                o.str("sp", &format!("{:#x}", f.sp));
+                match &loc {
+                    Some(l) => {
+                        o.str("module", l.module);
+                        o.str(
+                            "module_offset",
+                            &format!("{:#x}", f.pc - (at - l.module_offset)),
+                        );
+                        match &l.symbol {
+                            Some(s) => {
+                                o.str("function", &s.name);
+                                o.str("function_offset", &format!("{:#x}", f.pc - (at - s.offset)));
+                            }
+                            None => {
+                                o.raw("function", "null");
+                                o.raw("function_offset", "null");
+                            }
+                        }
+                    }
+                    None => {
+                        o.raw("module", "null");
+                        o.raw("module_offset", "null");
+                        o.raw("function", "null");
+                        o.raw("function_offset", "null");
+                    }
+                }
+                o.str("trust", f.trust.as_str());
+                writeln!(out, "{}", o.finish())?;
+            } else {
+                let site = match &loc {
+                    Some(l) => {
+                        let module = module_stem(l.module);
+                        match &l.symbol {
+                            Some(s) => format!("{module}!{}+{:#x}", s.name, f.pc - (at - s.offset)),
+                            None => format!("{module}+{:#x}", f.pc - (at - l.module_offset)),
+                        }
+                    }
+                    None => format!("{:#x}", f.pc),
+                };
+                writeln!(out, "{n:02} {:016x} {site} [{}]", f.sp, f.trust.as_str())?;
+            }
+        }
+        if json {
+            let mut o = Obj::new();
+            o.str("end", walk.stop.as_str());
+            writeln!(out, "{}", o.finish())?;
+        } else {
+            writeln!(out, "-- {}", walk.stop.as_str())?;
+        }
+        out.flush()
+    };
+    crate::io_result(write(&mut out))
+}
+
+/// WinDbg names modules without their extension (`ntdll`, `kernel32`); ELF names stay whole.
+fn module_stem(name: &str) -> &str {
+    let lower = name.to_ascii_lowercase();
+    for ext in [".dll", ".exe", ".sys", ".drv"] {
+        if lower.ends_with(ext) {
+            return &name[..name.len() - ext.len()];
+        }
+    }
+    name
+}
+
+/// A decimal or `0x` hex number.
+fn parse_number(s: &str) -> Result<u64, String> {
+    if s.starts_with("0x") || s.starts_with("0X") {
+        crate::parse_hex(s)
+    } else {
+        s.parse().map_err(|_| format!("not a number: {s:?}"))
+    }
+}
