@@ -20,8 +20,8 @@ pub use xunwind_pe as pe;
 
 pub use space::{AddressSpace, Module, ModuleId};
 pub use target::{
-    ExceptionRecord, LoadOptions, Location, ModuleImage, Platform, Symbol, Symbolize, Symbols,
-    Target, TargetError, Thread,
+    CodeView, ExceptionRecord, LoadOptions, Location, ModuleImage, PeRecord, Platform, Symbol,
+    Symbolize, Symbols, Target, TargetError, Thread,
 };
 pub use walk::{Frame, StackWalker, StopReason, Walk};
 pub use xunwind_core::{

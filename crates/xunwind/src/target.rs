@@ -60,6 +60,30 @@ pub struct ModuleImage {
     pub located: Option<PathBuf>,
     /// The file's bytes, if it was found.
     pub file: Option<Vec<u8>>,
+    /// What a minidump records of a PE module's build (None for ELF modules).
+    pub pe: Option<PeRecord>,
+}
+
+/// A minidump's record of a PE module's build: identifies the right file and PDB.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeRecord {
+    /// The file header's TimeDateStamp.
+    pub time_date_stamp: u32,
+    /// The optional header's CheckSum.
+    pub checksum: u32,
+    /// The CodeView (`RSDS`) record naming the PDB, if the dump has one.
+    pub codeview: Option<CodeView>,
+}
+
+/// A CodeView `RSDS` record: which PDB matches a module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeView {
+    /// The PDB's GUID, in the byte order stored (Data1..3 little-endian, as in the PDB).
+    pub guid: [u8; 16],
+    /// The PDB's age.
+    pub age: u32,
+    /// The PDB path as the linker recorded it.
+    pub pdb_name: String,
 }
 
 impl fmt::Debug for ModuleImage {
