@@ -1,3 +1,394 @@
 //! ELF DWARF call-frame information: `.eh_frame` found through `.eh_frame_hdr`'s search table,
 //! `.debug_frame`, evaluated with gimli, behind xunwind's `FrameWalker`.
+//!
+//! [`DwarfUnwinder`] borrows an ELF image's bytes and knows where the image was loaded (its load
+//! bias). The hot path is a dense-key search ([`xunwind_core::RangeTable`]) over the initial locations that
+//! `.eh_frame_hdr`'s table lists (or, when there is no usable header, over every FDE, sorted once
+//! at build time), then a bound check against the FDE that was found, then gimli's row
+//! evaluation in an [`UnwindContext`] kept across steps, with CIEs cached by offset.
 #![deny(missing_docs)]
+
+mod eval;
+mod index;
+
+use core::cell::RefCell;
+use core::fmt;
+use gimli::{
+    BaseAddresses, CommonInformationEntry, DebugFrame, EhFrame, EndianSlice, FrameDescriptionEntry,
+    LittleEndian, UnwindContext, UnwindSection,
+};
+use object::{Object, ObjectSection, ObjectSegment};
+use xunwind_core::{FrameWalker, MemoryReader, PcKind, Regs, Step, UnwindError};
+
+pub use index::FdeIndex;
+
+/// The reader gimli parses our borrowed sections with.
+pub type Reader<'d> = EndianSlice<'d, LittleEndian>;
+type Cie<'d> = CommonInformationEntry<Reader<'d>>;
+/// A parsed frame description entry.
+pub type Fde<'d> = FrameDescriptionEntry<Reader<'d>>;
+
+/// Most CIEs kept parsed per unwinder; real modules have a handful.
+const CIE_CACHE: usize = 32;
+
+/// Why an ELF image's CFI could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DwarfError {
+    /// The bytes are not an ELF file `object` can read.
+    NotElf(String),
+    /// Not a little-endian 64-bit image.
+    UnsupportedElf,
+    /// Neither `.eh_frame` nor `.debug_frame` is present.
+    NoCfi,
+    /// A CFI section is malformed in a way that prevents indexing it.
+    Malformed(&'static str),
+}
+
+impl fmt::Display for DwarfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DwarfError::NotElf(e) => write!(f, "not a readable ELF file: {e}"),
+            DwarfError::UnsupportedElf => f.write_str("only little-endian ELF64 is supported"),
+            DwarfError::NoCfi => f.write_str("no .eh_frame or .debug_frame"),
+            DwarfError::Malformed(m) => write!(f, "malformed CFI: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DwarfError {}
+
+/// Which section an FDE lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CfiSection {
+    /// `.eh_frame`.
+    EhFrame,
+    /// `.debug_frame`.
+    DebugFrame,
+}
+
+/// A CFI section's bytes and the address it is linked at.
+#[derive(Clone, Copy, Debug)]
+pub struct SectionData<'d> {
+    /// The section's contents.
+    pub data: &'d [u8],
+    /// Its link-time virtual address (`sh_addr`); 0 for `.debug_frame`, which is not loaded.
+    pub address: u64,
+}
+
+/// The CFI sections of an image, as [`DwarfUnwinder::from_sections`] takes them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CfiSections<'d> {
+    /// `.eh_frame`.
+    pub eh_frame: Option<SectionData<'d>>,
+    /// `.eh_frame_hdr`.
+    pub eh_frame_hdr: Option<SectionData<'d>>,
+    /// `.debug_frame`.
+    pub debug_frame: Option<SectionData<'d>>,
+    /// `.text`'s address, for `DW_EH_PE_textrel` pointers.
+    pub text: u64,
+    /// `.got`'s address, for `DW_EH_PE_datarel` pointers in `.eh_frame`.
+    pub got: u64,
+}
+
+/// How the `.eh_frame` index was built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexSource {
+    /// `.eh_frame_hdr`'s binary-search table.
+    EhFrameHdr,
+    /// A scan of every FDE (the header was missing or unusable).
+    Scan,
+    /// No `.eh_frame`.
+    None,
+}
+
+/// Per-step scratch state: the gimli context and parsed CIEs, reused so a step does not allocate.
+struct Scratch<'d> {
+    ctx: UnwindContext<usize>,
+    cies: Vec<(CfiSection, usize, Cie<'d>)>,
+}
+
+/// A [`FrameWalker`] for one ELF image's DWARF CFI.
+pub struct DwarfUnwinder<'d> {
+    bias: u64,
+    bases: BaseAddresses,
+    eh_frame: Option<EhFrame<Reader<'d>>>,
+    debug_frame: Option<DebugFrame<Reader<'d>>>,
+    eh_index: FdeIndex,
+    debug_index: FdeIndex,
+    eh_source: IndexSource,
+    scratch: RefCell<Scratch<'d>>,
+}
+
+impl fmt::Debug for DwarfUnwinder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DwarfUnwinder")
+            .field("bias", &format_args!("{:#x}", self.bias))
+            .field("eh_frame_fdes", &self.eh_index.len())
+            .field("debug_frame_fdes", &self.debug_index.len())
+            .field("eh_source", &self.eh_source)
+            .finish()
+    }
+}
+
+/// The load bias of an ELF image mapped so that its file offset 0 is at `mapped_base`: the
+/// first `PT_LOAD` maps file offset `p_offset` at `p_vaddr + bias`.
+pub fn load_bias(elf: &object::read::elf::ElfFile64<'_>, mapped_base: u64) -> u64 {
+    // object's ELF segment iterator yields only PT_LOAD entries.
+    match elf.segments().next() {
+        Some(seg) => mapped_base.wrapping_sub(seg.address().wrapping_sub(seg.file_range().0)),
+        None => mapped_base,
+    }
+}
+
+impl<'d> DwarfUnwinder<'d> {
+    /// Reads the CFI of the ELF image `elf`, whose file offset 0 is mapped at `mapped_base`.
+    pub fn new(elf: &'d [u8], mapped_base: u64) -> Result<Self, DwarfError> {
+        let file = object::read::elf::ElfFile64::<object::Endianness>::parse(elf)
+            .map_err(|e| DwarfError::NotElf(e.to_string()))?;
+        if !file.is_little_endian() {
+            return Err(DwarfError::UnsupportedElf);
+        }
+        let section = |name: &str| {
+            let s = file.section_by_name(name)?;
+            // SHT_NOBITS sections (stripped debug files) have no bytes.
+            let data = s.data().ok()?;
+            (!data.is_empty()).then_some(SectionData {
+                data,
+                address: s.address(),
+            })
+        };
+        let sections = CfiSections {
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            debug_frame: section(".debug_frame"),
+            text: file.section_by_name(".text").map_or(0, |s| s.address()),
+            got: file.section_by_name(".got").map_or(0, |s| s.address()),
+        };
+        Self::from_sections(sections, load_bias(&file, mapped_base))
+    }
+
+    /// Builds an unwinder from CFI sections; runtime addresses are link-time addresses plus `bias`.
+    pub fn from_sections(sections: CfiSections<'d>, bias: u64) -> Result<Self, DwarfError> {
+        if sections.eh_frame.is_none() && sections.debug_frame.is_none() {
+            return Err(DwarfError::NoCfi);
+        }
+        let mut bases = BaseAddresses::default()
+            .set_text(sections.text)
+            .set_got(sections.got);
+        if let Some(s) = sections.eh_frame {
+            bases = bases.set_eh_frame(s.address);
+        }
+        if let Some(s) = sections.eh_frame_hdr {
+            bases = bases.set_eh_frame_hdr(s.address);
+        }
+        let eh_frame = sections.eh_frame.map(|s| {
+            let mut e = EhFrame::new(s.data, LittleEndian);
+            e.set_address_size(8);
+            e
+        });
+        let debug_frame = sections.debug_frame.map(|s| {
+            let mut d = DebugFrame::new(s.data, LittleEndian);
+            d.set_address_size(8);
+            d
+        });
+        let scratch = Scratch {
+            ctx: UnwindContext::new(),
+            cies: Vec::with_capacity(CIE_CACHE),
+        };
+        let (eh_index, eh_source) = match (&eh_frame, sections.eh_frame) {
+            (Some(eh), Some(sd)) => {
+                let from_hdr = sections
+                    .eh_frame_hdr
+                    .and_then(|hdr| FdeIndex::from_eh_frame_hdr(hdr, sd, &bases, eh).ok());
+                match from_hdr {
+                    Some(i) => (i, IndexSource::EhFrameHdr),
+                    None => (
+                        FdeIndex::scan(eh, sd.data.len(), &bases)?,
+                        IndexSource::Scan,
+                    ),
+                }
+            }
+            _ => (FdeIndex::default(), IndexSource::None),
+        };
+        let debug_index = match &debug_frame {
+            Some(d) => FdeIndex::scan(d, sections.debug_frame.map_or(0, |s| s.data.len()), &bases)?,
+            None => FdeIndex::default(),
+        };
+        Ok(DwarfUnwinder {
+            bias,
+            bases,
+            eh_frame,
+            debug_frame,
+            eh_index,
+            debug_index,
+            eh_source,
+            scratch: RefCell::new(scratch),
+        })
+    }
+
+    /// Runtime address minus link-time address.
+    pub fn bias(&self) -> u64 {
+        self.bias
+    }
+
+    /// How the `.eh_frame` index was built.
+    pub fn eh_index_source(&self) -> IndexSource {
+        self.eh_source
+    }
+
+    /// The `.eh_frame` index (link-time addresses).
+    pub fn eh_index(&self) -> &FdeIndex {
+        &self.eh_index
+    }
+
+    /// The `.debug_frame` index (link-time addresses).
+    pub fn debug_index(&self) -> &FdeIndex {
+        &self.debug_index
+    }
+
+    /// The `.eh_frame` section, for callers that want to parse entries themselves.
+    pub fn eh_frame(&self) -> Option<&EhFrame<Reader<'d>>> {
+        self.eh_frame.as_ref()
+    }
+
+    /// The base addresses pointers are resolved against.
+    pub fn bases(&self) -> &BaseAddresses {
+        &self.bases
+    }
+
+    /// The FDE covering the link-time address `svma`: `.eh_frame` first, then `.debug_frame`.
+    pub fn find_fde(&self, svma: u64) -> Result<Option<(CfiSection, Fde<'d>)>, UnwindError> {
+        let mut scratch = self.scratch.try_borrow_mut().ok();
+        let mut cies = scratch.as_mut().map(|s| &mut s.cies);
+        self.find_fde_with(svma, &mut cies)
+    }
+
+    fn find_fde_with(
+        &self,
+        svma: u64,
+        cies: &mut Option<&mut Vec<(CfiSection, usize, Cie<'d>)>>,
+    ) -> Result<Option<(CfiSection, Fde<'d>)>, UnwindError> {
+        if let (Some(eh), Some(off)) = (&self.eh_frame, self.eh_index.candidate(svma)) {
+            let fde = parse_fde(eh, &self.bases, CfiSection::EhFrame, off, cies)?;
+            if fde.contains(svma) {
+                return Ok(Some((CfiSection::EhFrame, fde)));
+            }
+        }
+        if let (Some(df), Some(off)) = (&self.debug_frame, self.debug_index.candidate(svma)) {
+            let fde = parse_fde(df, &self.bases, CfiSection::DebugFrame, off, cies)?;
+            if fde.contains(svma) {
+                return Ok(Some((CfiSection::DebugFrame, fde)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Parses the FDE at `offset`, taking its CIE from the cache when it was parsed before.
+fn parse_fde<'d, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    which: CfiSection,
+    offset: usize,
+    cies: &mut Option<&mut Vec<(CfiSection, usize, Cie<'d>)>>,
+) -> Result<Fde<'d>, UnwindError>
+where
+    S: UnwindSection<Reader<'d>>,
+    S::Offset: gimli::UnwindOffset<usize>,
+{
+    let bad = |reason| UnwindError::BadUnwindInfo {
+        addr: offset as u64,
+        reason,
+    };
+    let partial = section
+        .partial_fde_from_offset(bases, offset.into())
+        .map_err(|e| bad(gimli_reason(e)))?;
+    partial
+        .parse(|s, b, cie_off| {
+            let key = gimli::UnwindOffset::into(cie_off);
+            if let Some(c) = cies.as_deref() {
+                if let Some((_, _, cie)) = c.iter().find(|(w, o, _)| *w == which && *o == key) {
+                    return Ok(cie.clone());
+                }
+            }
+            let cie = s.cie_from_offset(b, cie_off)?;
+            if let Some(c) = cies.as_deref_mut() {
+                if c.len() < CIE_CACHE {
+                    c.push((which, key, cie.clone()));
+                }
+            }
+            Ok(cie)
+        })
+        .map_err(|e| bad(gimli_reason(e)))
+}
+
+/// gimli's errors as a static reason.
+fn gimli_reason(e: gimli::Error) -> &'static str {
+    use gimli::Error as E;
+    match e {
+        E::UnexpectedEof(_) => "truncated CFI",
+        E::NoUnwindInfoForAddress => "no CFI row for the address",
+        E::UnknownPointerEncoding(_) => "unknown pointer encoding",
+        E::UnsupportedPointerEncoding => "unsupported pointer encoding",
+        E::UnknownAugmentation => "unknown CIE augmentation",
+        E::UnknownCallFrameInstruction(_) => "unknown call frame instruction",
+        E::TooManyRegisterRules => "too many register rules",
+        E::NotCieId | E::NotCiePointer | E::NotFdePointer => "bad CIE/FDE pointer",
+        E::OffsetOutOfBounds => "offset out of bounds",
+        E::InvalidAddressRange => "invalid FDE address range",
+        E::TooManyIterations => "CFI expression runs too long",
+        E::StackFull => "CFI or expression stack overflow",
+        E::NotEnoughStackItems => "CFI expression stack underflow",
+        E::InvalidExpression(_) => "invalid CFI expression",
+        E::UnsupportedEvaluation => "unsupported CFI expression",
+        E::PcRelativePointerButSectionBaseIsUndefined
+        | E::TextRelativePointerButTextBaseIsUndefined
+        | E::DataRelativePointerButDataBaseIsUndefined
+        | E::FuncRelativePointerInBadContext => "pointer relative to an unknown base",
+        _ => "malformed CFI",
+    }
+}
+
+impl FrameWalker for DwarfUnwinder<'_> {
+    fn step(
+        &self,
+        regs: &Regs,
+        pc_kind: PcKind,
+        mem: &dyn MemoryReader,
+    ) -> Result<Step, UnwindError> {
+        let pc = regs.rip().ok_or(UnwindError::MissingRip)?;
+        let svma = pc_kind.lookup_address(pc).wrapping_sub(self.bias);
+        // Re-entrancy (a walker used from inside its own step) gets a fresh context, not a panic.
+        let mut guard = self.scratch.try_borrow_mut();
+        let mut fresh;
+        let scratch: &mut Scratch<'_> = match guard.as_deref_mut() {
+            Ok(s) => s,
+            Err(_) => {
+                fresh = Scratch {
+                    ctx: UnwindContext::new(),
+                    cies: Vec::new(),
+                };
+                &mut fresh
+            }
+        };
+        let Scratch { ctx, cies } = scratch;
+        let mut cache = Some(cies);
+        let Some((which, fde)) = self.find_fde_with(svma, &mut cache)? else {
+            return Err(UnwindError::NoUnwindInfo { pc });
+        };
+        match which {
+            CfiSection::EhFrame => {
+                let section = self.eh_frame.as_ref().expect("found in .eh_frame");
+                eval::step_fde(self, section, &fde, ctx, svma, regs, mem)
+            }
+            CfiSection::DebugFrame => {
+                let section = self.debug_frame.as_ref().expect("found in .debug_frame");
+                eval::step_fde(self, section, &fde, ctx, svma, regs, mem)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
