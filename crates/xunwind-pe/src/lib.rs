@@ -10,9 +10,13 @@
 //! - [`ScopeTable`]: `__C_specific_handler` language data (`__try` scopes).
 #![deny(missing_docs)]
 
+mod compiled;
+mod cxx;
+mod dynamic;
 mod epilog;
 mod error;
 mod image;
+mod lsda;
 mod pdata;
 mod probes;
 mod scope;
@@ -20,9 +24,20 @@ mod unwind;
 mod walker;
 mod xdata;
 
-pub use epilog::{match_epilog, match_epilog_wine8, Epilog, EpilogAdjust, EpilogEnd, JumpJudge};
+pub use compiled::{CompiledFunction, MAX_COMPILED_OPS};
+pub use cxx::{CatchClause, CxxError, FuncInfo, TryBlock, MAX_CXX_ENTRIES};
+pub use dynamic::{
+    DynamicEntry, DynamicFunctionTables, DynamicTableError, DynamicTableId, FunctionTableCallback,
+};
+pub use epilog::{
+    match_epilog, match_epilog_wine8, may_start_epilog, Epilog, EpilogAdjust, EpilogEnd, JumpJudge,
+};
 pub use error::PeError;
 pub use image::{Layout, PeImage};
+pub use lsda::{
+    cxx_search, Action, CallSite, CallSites, CxxFound, Encoded, Lsda, LsdaError, ReadPtr,
+    DW_EH_PE_OMIT, MAX_LSDA_RECORDS,
+};
 pub use pdata::{FunctionTable, RuntimeFunction, RUNTIME_FUNCTION_SIZE};
 pub use probes::{probe_points, ProbePoint};
 pub use scope::{ScopeKind, ScopeRecord, ScopeTable, EXCEPTION_EXECUTE_HANDLER};
