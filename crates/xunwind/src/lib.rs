@@ -8,6 +8,7 @@
 //! from a minidump or an ELF core file.
 #![deny(missing_docs)]
 
+pub mod dispatch;
 mod linux;
 mod space;
 mod target;
@@ -18,6 +19,11 @@ pub use xunwind_core as core;
 pub use xunwind_extable as extable;
 pub use xunwind_pe as pe;
 
+pub use dispatch::{
+    CodeImages, Decisions, Dispatch, DispatchError, DispatchOptions, Event, ExceptionResolver,
+    Fault, FilterResult, FrameInfo, FunctionRef, HandlerInfo, KernelFixup, KernelResolution,
+    KernelResolver, Language, Outcome, PeModule,
+};
 pub use space::{AddressSpace, Module, ModuleId};
 pub use target::{
     CodeView, ExceptionRecord, LoadOptions, Location, ModuleImage, PeRecord, Platform, Symbol,

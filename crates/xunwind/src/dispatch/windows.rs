@@ -1,0 +1,573 @@
+//! The model of `RtlDispatchException` (phase 1) and `RtlUnwindEx` (phase 2) on x64, with the
+//! language handlers whose data we decode.
+
+use super::images::{CodeImages, FunctionRef};
+use super::{
+    Dispatch, DispatchError, Event, FilterResult, FrameInfo, HandlerInfo, Language, Outcome,
+};
+use std::collections::BTreeMap;
+use xunwind_core::{MemoryReader, Regs};
+use xunwind_pe::{
+    cxx_search, unwind_leaf, virtual_unwind, CxxFound, FuncInfo, Lsda, ScopeTable, UnwindOptions,
+    UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
+};
+
+/// `STATUS_GCC_THROW`: a C++ exception raised by libgcc's `_Unwind_RaiseException`.
+pub const STATUS_GCC_THROW: u32 = 0x2047_4343;
+/// The MSVC C++ exception code (`0xE06D7363`, "msc").
+pub const EH_EXCEPTION_NUMBER: u32 = 0xe06d_7363;
+
+/// The exception being dispatched.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// The registers at the exception (the exception record's context).
+    pub regs: Regs,
+    /// ExceptionCode.
+    pub code: u32,
+    /// ExceptionFlags.
+    pub flags: u32,
+    /// ExceptionInformation.
+    pub parameters: Vec<u64>,
+}
+
+/// Decisions the model cannot take itself because they are code: filter results, and the
+/// thrown C++ type.
+#[derive(Clone, Debug, Default)]
+pub struct Decisions {
+    /// Result of each non-constant filter, by the filter's address.
+    pub filters: BTreeMap<u64, FilterResult>,
+    /// The thrown C++ object's `type_info` address (GCC); derived from the exception when not
+    /// given and memory allows.
+    pub thrown_type: Option<u64>,
+}
+
+/// Options of the dispatch model.
+#[derive(Clone, Copy, Debug)]
+pub struct DispatchOptions {
+    /// Most frames walked in each phase.
+    pub max_frames: usize,
+    /// `RtlVirtualUnwind` options.
+    pub unwind: UnwindOptions,
+}
+
+impl Default for DispatchOptions {
+    fn default() -> Self {
+        DispatchOptions {
+            max_frames: 256,
+            unwind: UnwindOptions::default(),
+        }
+    }
+}
+
+/// Windows' exception dispatch over a set of images: who handles a fault, and what runs.
+pub struct ExceptionResolver<'i, 'a> {
+    images: &'i CodeImages<'a>,
+    options: DispatchOptions,
+}
+
+struct StepOut<'t, 'a> {
+    caller: Regs,
+    establisher: u64,
+    func: Option<FunctionRef<'t, 'a>>,
+    handler: Option<(u64, u64)>,
+    machine_frame: bool,
+}
+
+/// Where phase 1 decided to unwind to.
+struct Target {
+    frame: usize,
+    establisher: u64,
+    ip: u64,
+    outcome: Outcome,
+}
+
+enum Phase1 {
+    Search,
+    Stop(Outcome),
+    Unwind(Target),
+}
+
+impl<'i, 'a> ExceptionResolver<'i, 'a> {
+    /// A resolver over `images`.
+    pub fn new(images: &'i CodeImages<'a>, options: DispatchOptions) -> Self {
+        ExceptionResolver { images, options }
+    }
+
+    /// Classifies a language handler by the name of the function at its address.
+    pub fn language(&self, handler: u64) -> Language {
+        match self.images.name_at(handler) {
+            Some(n) => Language::from_name(n),
+            None => Language::Unknown(None),
+        }
+    }
+
+    /// One frame, as the dispatcher unwinds it: the entry is looked up at the pc itself
+    /// (RtlDispatchException and RtlUnwindEx pass ControlPc unchanged), no entry is a leaf.
+    fn step(
+        &self,
+        regs: &Regs,
+        mem: &dyn MemoryReader,
+        handler_type: u8,
+    ) -> Result<StepOut<'i, 'a>, DispatchError> {
+        let pc = regs.rip().ok_or(DispatchError::MissingRegisters)?;
+        let sp = regs.rsp().ok_or(DispatchError::MissingRegisters)?;
+        let mut caller = regs.clone();
+        let Some(f) = self.images.lookup_function_entry(pc) else {
+            unwind_leaf(&mut caller, mem).map_err(DispatchError::Unwind)?;
+            return Ok(StepOut {
+                caller,
+                establisher: sp,
+                func: None,
+                handler: None,
+                machine_frame: false,
+            });
+        };
+        let r = virtual_unwind(
+            f.image,
+            f.base,
+            f.function,
+            pc,
+            &mut caller,
+            None,
+            handler_type,
+            mem,
+            &self.options.unwind,
+        )
+        .map_err(DispatchError::Unwind)?;
+        Ok(StepOut {
+            caller,
+            establisher: r.establisher_frame,
+            handler: r
+                .handler
+                .map(|(h, d)| (f.base.wrapping_add(h as u64), f.base.wrapping_add(d as u64))),
+            func: Some(f),
+            machine_frame: r.machine_frame,
+        })
+    }
+
+    /// Dispatches `fault`: phase 1 asks each frame's handler, phase 2 runs the termination
+    /// handlers up to the frame that takes the exception.
+    pub fn dispatch(
+        &self,
+        fault: &Fault,
+        mem: &dyn MemoryReader,
+        decisions: &Decisions,
+    ) -> Result<Dispatch, DispatchError> {
+        let mut out = Dispatch {
+            frames: Vec::new(),
+            events: Vec::new(),
+            outcome: Outcome::Unhandled {
+                reason: "frame limit",
+            },
+        };
+        let thrown = decisions
+            .thrown_type
+            .or_else(|| gcc_thrown_type(fault, mem));
+        let mut regs = fault.regs.clone();
+        let target = 'walk: {
+            for n in 0..self.options.max_frames {
+                let Some(pc) = regs.rip() else {
+                    break 'walk Phase1::Stop(Outcome::Unhandled {
+                        reason: "missing registers",
+                    });
+                };
+                if pc == 0 {
+                    break 'walk Phase1::Stop(Outcome::Unhandled {
+                        reason: "end of stack",
+                    });
+                }
+                let sp = regs.rsp().unwrap_or(0);
+                let s = match self.step(&regs, mem, UNW_FLAG_EHANDLER) {
+                    Ok(s) => s,
+                    Err(DispatchError::Unwind(_)) => {
+                        break 'walk Phase1::Stop(Outcome::Unhandled {
+                            reason: "stack unreadable or unwind data invalid",
+                        })
+                    }
+                    Err(e) => return Err(e),
+                };
+                let handler = s.handler.map(|(address, data)| HandlerInfo {
+                    address,
+                    data,
+                    language: self.language(address),
+                });
+                out.frames.push(FrameInfo {
+                    number: n,
+                    pc,
+                    sp,
+                    establisher: s.establisher,
+                    function: s.func.map(|f| f.base.wrapping_add(f.function.begin as u64)),
+                    handler: handler.clone(),
+                });
+                if let (Some(h), Some(f)) = (&handler, s.func) {
+                    match self
+                        .phase1_frame(n, pc, &s, f, h, fault, thrown, decisions, mem, &mut out)?
+                    {
+                        Phase1::Search => {}
+                        r => break 'walk r,
+                    }
+                }
+                let nsp = s.caller.rsp().unwrap_or(0);
+                if nsp <= sp && !s.machine_frame {
+                    break 'walk Phase1::Stop(Outcome::Unhandled {
+                        reason: "stack not increasing",
+                    });
+                }
+                regs = s.caller;
+            }
+            Phase1::Stop(Outcome::Unhandled {
+                reason: "frame limit",
+            })
+        };
+        match target {
+            Phase1::Search => unreachable!("the walk only ends with a decision"),
+            Phase1::Stop(o) => out.outcome = o,
+            Phase1::Unwind(t) => {
+                out.outcome = self.phase2(fault, t, thrown, mem, &mut out.events)?;
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn phase1_frame(
+        &self,
+        n: usize,
+        pc: u64,
+        s: &StepOut<'i, 'a>,
+        f: FunctionRef<'i, 'a>,
+        h: &HandlerInfo,
+        fault: &Fault,
+        thrown: Option<u64>,
+        decisions: &Decisions,
+        mem: &dyn MemoryReader,
+        out: &mut Dispatch,
+    ) -> Result<Phase1, DispatchError> {
+        let function = f.base.wrapping_add(f.function.begin as u64);
+        let data_rva = h.data.wrapping_sub(f.base) as u32;
+        match &h.language {
+            Language::CSpecific => {
+                let table = ScopeTable::parse(f.image.bytes_at(data_rva), data_rva)
+                    .map_err(|e| DispatchError::LanguageData(h.data, e.to_string()))?;
+                let rva = pc.wrapping_sub(f.base) as u32;
+                // __C_specific_handler, dispatching: every __except scope covering ControlPc,
+                // in table order; a constant 1 is EXECUTE_HANDLER without a call.
+                for (i, r) in table.records().enumerate() {
+                    if !r.contains(rva) || r.jump_target == 0 {
+                        continue;
+                    }
+                    let filter = (r.handler != 1).then(|| f.base.wrapping_add(r.handler as u64));
+                    let result = match filter {
+                        None => FilterResult::ExecuteHandler,
+                        Some(a) => match decisions.filters.get(&a) {
+                            Some(&v) => v,
+                            None => {
+                                return Ok(Phase1::Stop(Outcome::NeedsFilter {
+                                    frame: n,
+                                    function,
+                                    address: a,
+                                }))
+                            }
+                        },
+                    };
+                    out.events.push(Event::Filter {
+                        frame: n,
+                        function,
+                        scope: i,
+                        address: filter,
+                        result,
+                    });
+                    match result {
+                        FilterResult::ContinueSearch => {}
+                        FilterResult::ContinueExecution => {
+                            return Ok(Phase1::Stop(Outcome::Continue { frame: n }))
+                        }
+                        FilterResult::ExecuteHandler => {
+                            let target = f.base.wrapping_add(r.jump_target as u64);
+                            return Ok(Phase1::Unwind(Target {
+                                frame: n,
+                                establisher: s.establisher,
+                                ip: target,
+                                outcome: Outcome::Except {
+                                    frame: n,
+                                    function,
+                                    address: target,
+                                },
+                            }));
+                        }
+                    }
+                }
+                Ok(Phase1::Search)
+            }
+            Language::GxxSeh => {
+                if fault.code != STATUS_GCC_THROW {
+                    return Ok(Phase1::Stop(Outcome::Unsupported {
+                        frame: n,
+                        handler: h.address,
+                        what: format!(
+                            "exception {:#x} is foreign to the GCC personality: not modelled",
+                            fault.code
+                        ),
+                    }));
+                }
+                let found = self.gxx(f, pc, h, thrown, mem)?;
+                Ok(match found {
+                    CxxFound::Nothing | CxxFound::Cleanup { .. } => Phase1::Search,
+                    CxxFound::Terminate => Phase1::Stop(Outcome::Terminate { frame: n }),
+                    CxxFound::NeedsType { type_info } => Phase1::Stop(Outcome::NeedsType {
+                        frame: n,
+                        function,
+                        type_info,
+                    }),
+                    CxxFound::Handler {
+                        landing_pad,
+                        type_info,
+                        ..
+                    } => Phase1::Unwind(Target {
+                        frame: n,
+                        establisher: s.establisher,
+                        ip: landing_pad,
+                        outcome: Outcome::Catch {
+                            frame: n,
+                            function,
+                            address: landing_pad,
+                            type_info,
+                        },
+                    }),
+                })
+            }
+            Language::CxxFrameHandler3 => {
+                let fi_rva = f
+                    .image
+                    .read_u32(data_rva)
+                    .map_err(|e| DispatchError::LanguageData(h.data, e.to_string()))?;
+                let fi = FuncInfo::parse(f.image, fi_rva)
+                    .map_err(|e| DispatchError::LanguageData(h.data, e.to_string()))?;
+                let state = fi.state_at(pc.wrapping_sub(f.base) as u32);
+                // No try block around the state: the frame handler has nothing to offer.
+                let mut tries = fi.try_blocks_at(state).peekable();
+                if tries.peek().is_none() {
+                    return Ok(Phase1::Search);
+                }
+                let clauses: Vec<String> = tries
+                    .flat_map(|t| t.catches.iter())
+                    .map(|c| c.type_name.clone().unwrap_or_else(|| "...".into()))
+                    .collect();
+                Ok(Phase1::Stop(Outcome::Unsupported {
+                    frame: n,
+                    handler: h.address,
+                    what: format!(
+                        "MSVC C++ catch matching is not simulated (state {state}, clauses {})",
+                        clauses.join(", ")
+                    ),
+                }))
+            }
+            other => Ok(Phase1::Stop(Outcome::Unsupported {
+                frame: n,
+                handler: h.address,
+                what: format!("language handler {} is not modelled", other.name()),
+            })),
+        }
+    }
+
+    /// `__gxx_personality_seh0`'s search at ControlPc - 1 (libgcc reports the pc as after the
+    /// instruction, and the personality steps back one byte).
+    fn gxx(
+        &self,
+        f: FunctionRef<'i, 'a>,
+        pc: u64,
+        h: &HandlerInfo,
+        thrown: Option<u64>,
+        mem: &dyn MemoryReader,
+    ) -> Result<CxxFound, DispatchError> {
+        let err = |e: String| DispatchError::LanguageData(h.data, e);
+        let data_rva = h.data.wrapping_sub(f.base) as u32;
+        let lsda_rva = f.image.read_u32(data_rva).map_err(|e| err(e.to_string()))?;
+        let lsda_addr = f.base.wrapping_add(lsda_rva as u64);
+        let func = f.base.wrapping_add(f.function.begin as u64);
+        let lsda = Lsda::parse(f.image.bytes_at(lsda_rva), lsda_addr, func)
+            .map_err(|e| err(e.to_string()))?;
+        let read = |addr: u64| self.read_ptr(addr, mem);
+        let matches = |t: u64| {
+            let thrown = thrown?;
+            Some(
+                t == thrown
+                    || self
+                        .type_name(t, mem)
+                        .is_some_and(|a| Some(a) == self.type_name(thrown, mem)),
+            )
+        };
+        let (_, _, found) = cxx_search(&lsda, pc.wrapping_sub(1), &read, &matches)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(found)
+    }
+
+    /// A pointer-sized value at `addr`: from the image holding it (relocated by the load
+    /// delta), else from memory.
+    fn read_ptr(&self, addr: u64, mem: &dyn MemoryReader) -> Option<u64> {
+        if let Some((_, m)) = self.images.module_at(addr) {
+            let b = m.image.read((addr - m.base) as u32, 8).ok()?;
+            let v = u64::from_le_bytes(b.try_into().ok()?);
+            if v == 0 {
+                return Some(0);
+            }
+            return Some(v.wrapping_sub(m.image.image_base()).wrapping_add(m.base));
+        }
+        mem.read_u64(addr).ok()
+    }
+
+    /// The mangled name of a GCC `type_info` (its second word points at the name).
+    fn type_name(&self, type_info: u64, mem: &dyn MemoryReader) -> Option<String> {
+        let p = self.read_ptr(type_info.wrapping_add(8), mem)?;
+        let mut s = Vec::new();
+        for i in 0..512u64 {
+            let b = match self.images.module_at(p.wrapping_add(i)) {
+                Some((_, m)) => *m
+                    .image
+                    .bytes_at((p.wrapping_add(i) - m.base) as u32)
+                    .first()?,
+                None => {
+                    let mut b = [0u8];
+                    mem.read(p.wrapping_add(i), &mut b).ok()?;
+                    b[0]
+                }
+            };
+            if b == 0 {
+                return Some(String::from_utf8_lossy(&s).into_owned());
+            }
+            s.push(b);
+        }
+        None
+    }
+
+    /// `RtlUnwindEx(TargetFrame, TargetIp)` from the fault: each frame's termination handler,
+    /// the target frame's with EXCEPTION_TARGET_UNWIND.
+    fn phase2(
+        &self,
+        fault: &Fault,
+        t: Target,
+        thrown: Option<u64>,
+        mem: &dyn MemoryReader,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, DispatchError> {
+        let mut regs = fault.regs.clone();
+        for n in 0..=t.frame {
+            let pc = regs.rip().ok_or(DispatchError::MissingRegisters)?;
+            let s = self.step(&regs, mem, UNW_FLAG_UHANDLER)?;
+            let is_target = s.establisher == t.establisher;
+            if n == t.frame && !is_target {
+                return Err(DispatchError::InvalidUnwindTarget {
+                    frame: n,
+                    establisher: s.establisher,
+                    target: t.establisher,
+                });
+            }
+            if let (Some((address, data)), Some(f)) = (s.handler, s.func) {
+                let function = f.base.wrapping_add(f.function.begin as u64);
+                let h = HandlerInfo {
+                    address,
+                    data,
+                    language: self.language(address),
+                };
+                let data_rva = data.wrapping_sub(f.base) as u32;
+                match &h.language {
+                    Language::CSpecific => {
+                        let table = ScopeTable::parse(f.image.bytes_at(data_rva), data_rva)
+                            .map_err(|e| DispatchError::LanguageData(data, e.to_string()))?;
+                        let rva = pc.wrapping_sub(f.base) as u32;
+                        let target_rva = t.ip.wrapping_sub(f.base) as u32;
+                        let records: Vec<_> = table.records().collect();
+                        for (i, r) in records.iter().enumerate() {
+                            if !r.contains(rva) {
+                                continue;
+                            }
+                            // At the target frame, a scope that also holds the target pc (or
+                            // a split piece of it) is not being left: stop.
+                            if is_target
+                                && records.iter().any(|o| {
+                                    o.contains(target_rva)
+                                        && o.jump_target == r.jump_target
+                                        && o.handler == r.handler
+                                })
+                            {
+                                break;
+                            }
+                            if r.jump_target != 0 {
+                                if is_target && target_rva == r.jump_target {
+                                    break;
+                                }
+                            } else {
+                                events.push(Event::Finally {
+                                    frame: n,
+                                    function,
+                                    scope: i,
+                                    address: f.base.wrapping_add(r.handler as u64),
+                                });
+                            }
+                        }
+                    }
+                    Language::GxxSeh if !is_target => match self.gxx(f, pc, &h, thrown, mem)? {
+                        CxxFound::Cleanup { landing_pad } => events.push(Event::Cleanup {
+                            frame: n,
+                            function,
+                            address: landing_pad,
+                        }),
+                        CxxFound::Terminate => return Ok(Outcome::Terminate { frame: n }),
+                        _ => {}
+                    },
+                    Language::GxxSeh => {}
+                    Language::CxxFrameHandler3 => {
+                        let fi = f
+                            .image
+                            .read_u32(data_rva)
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| FuncInfo::parse(f.image, r).map_err(|e| e.to_string()))
+                            .map_err(|e| DispatchError::LanguageData(data, e))?;
+                        if !is_target {
+                            let state = fi.state_at(pc.wrapping_sub(f.base) as u32);
+                            for (_, action) in fi.unwind_actions(state, -1) {
+                                events.push(Event::Cleanup {
+                                    frame: n,
+                                    function,
+                                    address: f.base.wrapping_add(action as u64),
+                                });
+                            }
+                        }
+                    }
+                    other => {
+                        return Ok(Outcome::Unsupported {
+                            frame: n,
+                            handler: address,
+                            what: format!("termination handler {} is not modelled", other.name()),
+                        })
+                    }
+                }
+            }
+            if is_target {
+                return Ok(t.outcome);
+            }
+            regs = s.caller;
+        }
+        Err(DispatchError::InvalidUnwindTarget {
+            frame: t.frame,
+            establisher: 0,
+            target: t.establisher,
+        })
+    }
+}
+
+/// The thrown type of a libgcc C++ exception: ExceptionInformation[0] is the
+/// `_Unwind_Exception`, the last member of libstdc++'s `__cxa_exception`, whose first member
+/// (80 bytes before it on x64) is the `type_info` pointer. Only for primary exceptions
+/// (class `GNUCC++\0`).
+pub fn gcc_thrown_type(fault: &Fault, mem: &dyn MemoryReader) -> Option<u64> {
+    if fault.code != STATUS_GCC_THROW {
+        return None;
+    }
+    let ue = *fault.parameters.first()?;
+    let class = mem.read_u64(ue).ok()?;
+    if class != u64::from_be_bytes(*b"GNUCC++\0") {
+        return None;
+    }
+    mem.read_u64(ue.checked_sub(80)?).ok().filter(|&t| t != 0)
+}
