@@ -1,0 +1,248 @@
+//! The gdb oracle: our C/C++ programs (corpus/fixtures/linux), built here with gcc at several
+//! optimisation and frame-pointer settings, are stopped under gdb at a known breakpoint and
+//! `gcore`d; gdb's own backtrace of the live process (frame pcs from its Python API) must equal
+//! our walk of the core file frame by frame.
+//!
+//! Needs gcc, g++ and gdb. Without them the tests skip with a message, unless
+//! XUNWIND_REQUIRE_CORPUS is set, when they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use xunwind::{LoadOptions, StackWalker, StopReason, Target, Trust};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corpus/fixtures/linux")
+}
+
+/// Whether the tools are here; panics under XUNWIND_REQUIRE_CORPUS when they are not.
+fn have_tools() -> bool {
+    for tool in ["gcc", "g++", "gdb"] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            if std::env::var_os("XUNWIND_REQUIRE_CORPUS").is_some() {
+                panic!("{tool} is missing and XUNWIND_REQUIRE_CORPUS is set");
+            }
+            eprintln!("skipping the gdb oracle: {tool} is missing");
+            return false;
+        }
+    }
+    true
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linux_gdb").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// Compiles `sources` (C, or C++ for .cpp) into `dir/out` with `flags` (plus -g).
+fn build(dir: &Path, out: &str, sources: &[&str], flags: &[&str], extra: &[String]) -> PathBuf {
+    let cxx = sources.iter().any(|s| s.ends_with(".cpp"));
+    let exe = dir.join(out);
+    let mut c = Command::new(if cxx { "g++" } else { "gcc" });
+    c.args(flags).arg("-g").arg("-o").arg(&exe);
+    for s in sources {
+        c.arg(fixtures().join(s));
+    }
+    c.args(extra);
+    run(&mut c);
+    exe
+}
+
+/// Runs `exe args` under gdb to `breakpoint`, writes `core`, and returns gdb's frame pcs.
+///
+/// gdb also shows frames that are not on the stack: functions inlined into a frame (from DWARF
+/// debug info, when the system has it) and tail-call frames it infers from call-site records.
+/// No unwinder can recover those from registers and memory, so they are left out (and counted).
+fn gdb_oracle(exe: &Path, args: &[&str], breakpoint: &str, core: &Path) -> Vec<(u64, String)> {
+    let script = exe.with_extension("gdb");
+    std::fs::write(
+        &script,
+        format!(
+            "set pagination off\nset confirm off\nset debuginfod enabled off\n\
+             set backtrace past-main on\nset backtrace past-entry on\n\
+             handle SIGSEGV nostop noprint pass\nhandle SIGUSR1 nostop noprint pass\n\
+             break {breakpoint}\nrun {args}\ngcore {core}\n\
+             python\nf = gdb.newest_frame()\nn = 0\nwhile f is not None and n < 64:\n    \
+             virtual = f.type() in (gdb.INLINE_FRAME, gdb.TAILCALL_FRAME)\n    \
+             print('%s %#x %s' % ('XUVIRT' if virtual else 'XUPC', f.pc(), f.name()))\n    \
+             f = f.older()\n    n += 1\nend\n\
+             kill\n",
+            args = args.join(" "),
+            core = core.display(),
+        ),
+    )
+    .unwrap();
+    let out = run(Command::new("gdb")
+        .args(["-batch", "-nx", "-x"])
+        .arg(&script)
+        .arg(exe));
+    let frames: Vec<(u64, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("XUPC 0x"))
+        .map(|l| {
+            let (pc, name) = l.split_once(' ').unwrap_or((l, ""));
+            (u64::from_str_radix(pc, 16).unwrap(), name.to_string())
+        })
+        .collect();
+    let virtual_frames = out.lines().filter(|l| l.starts_with("XUVIRT ")).count();
+    if virtual_frames > 0 {
+        eprintln!(
+            "{}: gdb shows {virtual_frames} inlined/tail-call frames, left out",
+            exe.display()
+        );
+    }
+    assert!(
+        frames.len() >= 2 && core.exists(),
+        "gdb did not stop or write {}:\n{out}",
+        core.display()
+    );
+    frames
+}
+
+/// Walks the core's default thread and compares with gdb frame by frame; returns the number of
+/// frames compared.
+fn compare(label: &str, core: &Path, gdb: &[(u64, String)]) -> usize {
+    let target = Target::open(core, &LoadOptions::default()).unwrap();
+    let thread = target.default_thread().unwrap();
+    let space = target.address_space();
+    let walk = StackWalker::default().walk(&space, &thread.regs, &target.memory);
+    let ours: Vec<u64> = walk.frames.iter().map(|f| f.pc).collect();
+    let report = || {
+        let mut s = format!("{label}: stop {:?}\n  gdb / ours:\n", walk.stop);
+        for i in 0..gdb.len().max(ours.len()) {
+            s += &format!(
+                "  #{i:<2} {:>18} {:>18} {:?}  {}\n",
+                gdb.get(i).map_or("-".into(), |g| format!("{:#x}", g.0)),
+                ours.get(i).map_or("-".into(), |p| format!("{p:#x}")),
+                walk.frames.get(i).map(|f| f.trust),
+                gdb.get(i).map_or("", |g| g.1.as_str()),
+            );
+        }
+        s
+    };
+    let main = gdb
+        .iter()
+        .position(|g| g.1 == "main")
+        .unwrap_or_else(|| panic!("gdb shows no main\n{}", report()));
+    let n = gdb.len().min(ours.len());
+    assert!(n > main, "our walk ends before main\n{}", report());
+    for i in 0..n {
+        assert_eq!(ours[i], gdb[i].0, "frame {i} differs\n{}", report());
+    }
+    // Every frame up to main came from CFI: the match is not a frame-pointer or scan accident.
+    for f in &walk.frames[1..=main] {
+        assert_eq!(f.trust, Trust::Cfi, "{}", report());
+    }
+    // Both reach _start, where the CFI ends the stack.
+    assert_eq!(ours.len(), gdb.len(), "{}", report());
+    assert_eq!(walk.stop, StopReason::EndOfStack, "{}", report());
+    eprintln!("{label}: {n} frames equal to gdb's (main is #{main})");
+    n
+}
+
+#[test]
+fn gdb_chain() {
+    if !have_tools() {
+        return;
+    }
+    let dir = work_dir("chain");
+    let mut total = 0;
+    for (tag, flags) in [
+        ("O0", &["-O0"][..]),
+        ("O0-nofp", &["-O0", "-fomit-frame-pointer"][..]),
+        ("O2", &["-O2", "-fno-omit-frame-pointer"][..]),
+        ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..]),
+    ] {
+        let exe = build(&dir, &format!("chain-{tag}"), &["chain.c"], flags, &[]);
+        // At the first instruction (CFA = rsp+8) and after the prologue.
+        for (bp, bptag) in [("*stop_here", "entry"), ("stop_here", "body")] {
+            let core = dir.join(format!("chain-{tag}-{bptag}.core"));
+            let gdb = gdb_oracle(&exe, &[], bp, &core);
+            total += compare(&format!("chain {tag} {bptag}"), &core, &gdb);
+        }
+    }
+    eprintln!("chain: {total} frames compared over 8 cores");
+}
+
+#[test]
+fn gdb_signal_handler() {
+    if !have_tools() {
+        return;
+    }
+    let dir = work_dir("signal");
+    let mut total = 0;
+    for (tag, flags) in [("O0", &["-O0"][..]), ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..])] {
+        let exe = build(&dir, &format!("signal-{tag}"), &["signal.c"], flags, &[]);
+        for mode in ["segv", "usr1"] {
+            let core = dir.join(format!("signal-{tag}-{mode}.core"));
+            let gdb = gdb_oracle(&exe, &[mode], "stop_here", &core);
+            assert!(
+                gdb.iter().any(|g| g.1 == "faulter"),
+                "gdb shows no interrupted frame: {gdb:?}"
+            );
+            total += compare(&format!("signal {tag} {mode}"), &core, &gdb);
+        }
+    }
+    eprintln!("signal: {total} frames compared over 4 cores");
+}
+
+#[test]
+fn gdb_shared_library() {
+    if !have_tools() {
+        return;
+    }
+    let dir = work_dir("shlib");
+    let mut total = 0;
+    for (tag, flags) in [("O0", &["-O0"][..]), ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..])] {
+        let sub = dir.join(tag);
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut lib_flags = flags.to_vec();
+        lib_flags.extend(["-shared", "-fPIC"]);
+        build(&sub, "libxu.so", &["libxu.c"], &lib_flags, &[]);
+        let exe = build(
+            &sub,
+            "shlib",
+            &["shlib.c"],
+            flags,
+            &[
+                format!("-L{}", sub.display()),
+                "-lxu".into(),
+                format!("-Wl,-rpath,{}", sub.display()),
+            ],
+        );
+        let core = sub.join("shlib.core");
+        let gdb = gdb_oracle(&exe, &[], "stop_here", &core);
+        assert!(gdb.iter().any(|g| g.1 == "lib_inner"), "{gdb:?}");
+        total += compare(&format!("shlib {tag}"), &core, &gdb);
+    }
+    eprintln!("shlib: {total} frames compared over 2 cores");
+}
+
+#[test]
+fn gdb_cxx() {
+    if !have_tools() {
+        return;
+    }
+    let dir = work_dir("cxx");
+    let mut total = 0;
+    for (tag, flags) in [("O0", &["-O0"][..]), ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..])] {
+        let exe = build(&dir, &format!("cxx-{tag}"), &["cxx.cpp"], flags, &[]);
+        let core = dir.join(format!("cxx-{tag}.core"));
+        let gdb = gdb_oracle(&exe, &[], "stop_here", &core);
+        total += compare(&format!("cxx {tag}"), &core, &gdb);
+    }
+    eprintln!("cxx: {total} frames compared over 2 cores");
+}
