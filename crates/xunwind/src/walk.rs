@@ -112,8 +112,13 @@ impl StackWalker {
                 Ok(s) => s,
                 Err(stop) => break stop,
             };
-            let (Some(npc), Some(nsp)) = (next.rip(), next.rsp()) else {
+            let Some(nsp) = next.rsp() else {
                 break StopReason::MissingRegisters;
+            };
+            // Unwind info that leaves the caller's pc undefined marks the outermost frame
+            // (DWARF's undefined return-address column, as in glibc's _start).
+            let Some(npc) = next.rip() else {
+                break StopReason::EndOfStack;
             };
             if npc == 0 {
                 break StopReason::EndOfStack;

@@ -33,7 +33,9 @@ fn have_tools() -> bool {
 }
 
 fn work_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linux_gdb").join(name);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("linux_gdb")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -41,8 +43,8 @@ fn work_dir(name: &str) -> PathBuf {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
 }
@@ -146,6 +148,37 @@ fn compare(label: &str, core: &Path, gdb: &[(u64, String)]) -> usize {
     for f in &walk.frames[1..=main] {
         assert_eq!(f.trust, Trust::Cfi, "{}", report());
     }
+    // Our ELF symbols name the frames of our own program and library as gdb does (plain C names:
+    // gdb demangles C++). Return addresses belong to the call before them.
+    let symbols = target.symbols(&LoadOptions::default());
+    let exe_name = core.file_name().unwrap().to_string_lossy();
+    let mut named = 0;
+    for (i, (pc, name)) in gdb.iter().enumerate().take(n) {
+        let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let at = if i == 0 || gdb[i - 1].1 == "__restore_rt" {
+            *pc
+        } else {
+            pc - 1
+        };
+        let Some(loc) = symbols.lookup(at) else {
+            continue;
+        };
+        if plain && (exe_name.starts_with(loc.module) || loc.module == "libxu.so") {
+            let ours = loc.symbol.map(|s| s.name);
+            assert_eq!(
+                ours.as_deref(),
+                Some(name.as_str()),
+                "frame {i}\n{}",
+                report()
+            );
+            named += 1;
+        }
+    }
+    assert!(
+        named >= 2,
+        "no frame of our program was named\n{}",
+        report()
+    );
     // Both reach _start, where the CFI ends the stack.
     assert_eq!(ours.len(), gdb.len(), "{}", report());
     assert_eq!(walk.stop, StopReason::EndOfStack, "{}", report());
@@ -184,7 +217,10 @@ fn gdb_signal_handler() {
     }
     let dir = work_dir("signal");
     let mut total = 0;
-    for (tag, flags) in [("O0", &["-O0"][..]), ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..])] {
+    for (tag, flags) in [
+        ("O0", &["-O0"][..]),
+        ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..]),
+    ] {
         let exe = build(&dir, &format!("signal-{tag}"), &["signal.c"], flags, &[]);
         for mode in ["segv", "usr1"] {
             let core = dir.join(format!("signal-{tag}-{mode}.core"));
@@ -206,7 +242,10 @@ fn gdb_shared_library() {
     }
     let dir = work_dir("shlib");
     let mut total = 0;
-    for (tag, flags) in [("O0", &["-O0"][..]), ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..])] {
+    for (tag, flags) in [
+        ("O0", &["-O0"][..]),
+        ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..]),
+    ] {
         let sub = dir.join(tag);
         std::fs::create_dir_all(&sub).unwrap();
         let mut lib_flags = flags.to_vec();
@@ -238,7 +277,10 @@ fn gdb_cxx() {
     }
     let dir = work_dir("cxx");
     let mut total = 0;
-    for (tag, flags) in [("O0", &["-O0"][..]), ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..])] {
+    for (tag, flags) in [
+        ("O0", &["-O0"][..]),
+        ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..]),
+    ] {
         let exe = build(&dir, &format!("cxx-{tag}"), &["cxx.cpp"], flags, &[]);
         let core = dir.join(format!("cxx-{tag}.core"));
         let gdb = gdb_oracle(&exe, &[], "stop_here", &core);

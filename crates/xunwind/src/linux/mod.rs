@@ -15,9 +15,7 @@ use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{LittleEndian as LE, Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use std::path::{Path, PathBuf};
-use xunwind_core::{
-    FrameWalker, MemoryReader, PcKind, Reg, RegionMemory, Regs, Step, UnwindError,
-};
+use xunwind_core::{FrameWalker, MemoryReader, PcKind, Reg, RegionMemory, Regs, Step, UnwindError};
 use xunwind_dwarf::DwarfUnwinder;
 
 const NT_PRSTATUS: u32 = 1;
@@ -65,11 +63,15 @@ fn malformed(what: impl Into<String>) -> TargetError {
 }
 
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// One `NT_FILE` mapping.
@@ -83,8 +85,8 @@ struct FileMapping {
 /// Reads an x86-64 ELF core file.
 pub(crate) fn read_core(bytes: Vec<u8>, options: &LoadOptions) -> Result<Target, TargetError> {
     let data = &bytes[..];
-    let header = elf::FileHeader64::<LE>::parse(data)
-        .map_err(|e| malformed(format!("ELF header: {e}")))?;
+    let header =
+        elf::FileHeader64::<LE>::parse(data).map_err(|e| malformed(format!("ELF header: {e}")))?;
     let endian = header
         .endian()
         .map_err(|_| TargetError::Unsupported("big-endian ELF".into()))?;
@@ -235,9 +237,11 @@ fn nt_file(desc: &[u8]) -> Result<Vec<FileMapping>, TargetError> {
     let mut out = Vec::with_capacity(count as usize);
     for i in 0..count as usize {
         let at = 16 + 24 * i;
-        let (Some(start), Some(end), Some(pgoff)) =
-            (u64_at(desc, at), u64_at(desc, at + 8), u64_at(desc, at + 16))
-        else {
+        let (Some(start), Some(end), Some(pgoff)) = (
+            u64_at(desc, at),
+            u64_at(desc, at + 8),
+            u64_at(desc, at + 16),
+        ) else {
             break;
         };
         let Some(name) = names.next() else { break };
