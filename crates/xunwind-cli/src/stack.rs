@@ -112,7 +112,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     }
                     None => format!("{:#x}", f.pc),
                 };
-                writeln!(out, "{n:02} {:016x} {site} [{}]", f.sp, f.trust.as_str())?;
+                writeln!(out, "{n:02} {site}")?;
             }
         }
         if json {
