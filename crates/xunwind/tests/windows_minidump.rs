@@ -526,3 +526,31 @@ fn every_truncation_and_byte_flip_opens_or_fails_cleanly() {
         check(b);
     }
 }
+
+#[test]
+fn thread_ex_list_when_there_is_no_thread_list() {
+    // MINIDUMP_THREAD_EX: MINIDUMP_THREAD plus a BackingStore descriptor (64 bytes).
+    let mut b = DumpBuilder::new();
+    let ctx = context(CONTEXT_FULL, 0x4242, [0x10; 16], [0; 16]);
+    let (csize, crva) = b.put(&ctx);
+    let (ssize, srva) = b.put(&[0x77; 32]);
+    let mut s = 2u32.to_le_bytes().to_vec();
+    for id in [5u32, 6] {
+        let mut t = vec![0u8; 64];
+        t[0..4].copy_from_slice(&id.to_le_bytes());
+        t[24..32].copy_from_slice(&0x9000u64.to_le_bytes());
+        t[32..36].copy_from_slice(&ssize.to_le_bytes());
+        t[36..40].copy_from_slice(&srva.to_le_bytes());
+        t[40..44].copy_from_slice(&csize.to_le_bytes());
+        t[44..48].copy_from_slice(&crva.to_le_bytes());
+        s.extend_from_slice(&t);
+    }
+    b.stream(8, &s);
+    let t = open(b.finish(), &LoadOptions::default());
+    let ids: Vec<u64> = t.threads.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![5, 6]);
+    assert_eq!(t.threads[1].regs.rip(), Some(0x4242));
+    // The thread's stack descriptor is memory too (both name the same range: read once).
+    assert_eq!(t.memory.read_u64(0x9018).unwrap(), 0x7777_7777_7777_7777);
+    assert!(t.memory.read_u64(0x9020).is_err());
+}

@@ -220,6 +220,23 @@ fn matches_record(data: &[u8], m: &RawModule) -> bool {
     (m.size == 0 || m.size == size) && (m.time_date_stamp == 0 || m.time_date_stamp == stamp)
 }
 
+/// Largest module file read: PE images are far smaller, and a dump naming `/proc/kcore` or a
+/// huge file must not make us read it.
+const MAX_MODULE_FILE: u64 = 1 << 30;
+
+/// The bytes of a regular file of at most [`MAX_MODULE_FILE`] bytes.
+fn read_bounded(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_MODULE_FILE {
+        return None;
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_MODULE_FILE + 1).read_to_end(&mut data).ok()?;
+    (data.len() as u64 <= MAX_MODULE_FILE).then_some(data)
+}
+
 fn locate_module(m: RawModule, dirs: &mut DirCache<'_>) -> ModuleImage {
     let name = file_name(&m.name).to_string();
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -236,7 +253,7 @@ fn locate_module(m: RawModule, dirs: &mut DirCache<'_>) -> ModuleImage {
         if !path.is_file() {
             continue;
         }
-        let Ok(data) = std::fs::read(&path) else {
+        let Some(data) = read_bounded(&path) else {
             continue;
         };
         if matches_record(&data, &m) {
