@@ -2,13 +2,20 @@
 //! pcs, against pe-unwind-info's `unwind_frame` on the same inputs. Ours also records context
 //! pointers and restores xmm registers; both look the function up first.
 //!
+//! Lines: `xunwind` is the reference `virtual_unwind` (re-reads UNWIND_INFO each call),
+//! `xunwind_cached` is `PeUnwinder::virtual_unwind` (rules decoded once per function, warm
+//! cache), `pe_unwind_info` the peer. Groups: `all` probes, and `prolog` (entry and prolog-code
+//! pcs), `body` (middle and last byte), `epilog` (each `ret` and the pops/adjustment before it).
+//!
 //! The DLL comes from `XUNWIND_NTDLL` or the corpus (`corpus/fetch wine`); without it the
 //! benchmark says so and does nothing.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use pe_unwind_info::x86_64::{FunctionTableEntries, Register, UnwindState, XmmRegister};
 use xunwind::core::{ContextPointers, Reg, Regs, SliceMemory};
-use xunwind::pe::{probe_points, virtual_unwind, PeImage, UnwindOptions, UNW_FLAG_EHANDLER};
+use xunwind::pe::{
+    probe_points, virtual_unwind, PeImage, PeUnwinder, UnwindOptions, UNW_FLAG_EHANDLER,
+};
 
 const STACK: u64 = 0x7000_0000;
 const STACK_LEN: usize = 0x2_0000;
@@ -58,29 +65,58 @@ fn bench(c: &mut Criterion) {
     let stack: Vec<u8> = (0..STACK_LEN as u64 / 8)
         .flat_map(|k| (base + 0x1000 + (k % 512) * 8).to_le_bytes())
         .collect();
-    let mut probes: Vec<u32> = Vec::new();
+    let mut all: Vec<(u32, &'static str)> = Vec::new();
     for f in img.functions().iter() {
-        probes.extend(probe_points(&img, f).iter().map(|p| p.pc));
+        all.extend(probe_points(&img, f).iter().map(|p| (p.pc, p.kind)));
     }
     let mut gpr = [STACK + 0x1_0000; 16];
     gpr[Reg::Rbp as usize] = STACK + 0x1_0800;
     let (pd_rva, pd_size) = img.pdata_directory();
     let pdata = &img.bytes_at(pd_rva)[..pd_size as usize];
     let table = FunctionTableEntries::parse(pdata);
+    let unwinder = PeUnwinder::new(img.clone(), base);
+    let group = |kinds: &[&str]| -> Vec<u32> {
+        all.iter()
+            .filter(|(_, k)| kinds.is_empty() || kinds.contains(k))
+            .map(|&(pc, _)| pc)
+            .collect()
+    };
+    for (name, probes) in [
+        ("all", group(&[])),
+        ("prolog", group(&["entry", "prolog"])),
+        ("body", group(&["mid", "last"])),
+        ("epilog", group(&["ret", "epi"])),
+    ] {
+        eprintln!("unwind_step/ntdll/{name}: {} probes", probes.len());
+        bench_group(c, name, &probes, &img, base, &stack, gpr, &table, &unwinder);
+    }
+}
 
-    let mut g = c.benchmark_group("unwind_step/ntdll");
+#[allow(clippy::too_many_arguments)]
+fn bench_group(
+    c: &mut Criterion,
+    name: &str,
+    probes: &[u32],
+    img: &PeImage<'_>,
+    base: u64,
+    stack: &[u8],
+    gpr: [u64; 16],
+    table: &FunctionTableEntries<'_>,
+    unwinder: &PeUnwinder<'_>,
+) {
+    let mut g = c.benchmark_group(format!("unwind_step/ntdll/{name}"));
     g.throughput(Throughput::Elements(probes.len() as u64));
     g.bench_function("xunwind", |b| {
-        let mem = SliceMemory::new(STACK, &stack);
+        let mem = SliceMemory::new(STACK, stack);
         let opts = UnwindOptions::default();
         b.iter(|| {
             let mut acc = 0u64;
-            for &pc in &probes {
+            for &pc in probes {
                 let mut regs = Regs::with_gprs(base + pc as u64, gpr);
                 let mut ptrs = ContextPointers::new();
                 if let Some(f) = img.lookup_function_entry(pc) {
                     let _ = virtual_unwind(
-                        &img,
+                        img,
                         base,
                         f,
                         base + pc as u64,
@@ -96,13 +132,34 @@ fn bench(c: &mut Criterion) {
             black_box(acc)
         })
     });
+    g.bench_function("xunwind_cached", |b| {
+        let mem = SliceMemory::new(STACK, stack);
+        b.iter(|| {
+            let mut acc = 0u64;
+            for &pc in probes {
+                let mut regs = Regs::with_gprs(base + pc as u64, gpr);
+                let mut ptrs = ContextPointers::new();
+                let at = base + pc as u64;
+                let _ = unwinder.virtual_unwind(
+                    at,
+                    at,
+                    &mut regs,
+                    Some(&mut ptrs),
+                    UNW_FLAG_EHANDLER,
+                    &mem,
+                );
+                acc = acc.wrapping_add(regs.rip().unwrap_or(0));
+            }
+            black_box(acc)
+        })
+    });
     g.bench_function("pe_unwind_info", |b| {
         b.iter(|| {
             let mut acc = 0u64;
-            for &pc in &probes {
+            for &pc in probes {
                 let mut st = PeuiState {
                     regs: gpr,
-                    stack: &stack,
+                    stack,
                 };
                 // Same RVA-to-bytes mapping for both sides: our image's section map.
                 let rip = table.unwind_frame(&mut st, |rva| Some(img.bytes_at(rva)), pc);

@@ -69,6 +69,65 @@ fn i32_at(code: &[u8], at: usize) -> Option<i32> {
     Some(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// Whether the bytes at a pc can start an epilog at all, from their first two bytes only: the
+/// cheap filter run before [`match_epilog`], which stays the authority. Never false where
+/// [`match_epilog`] accepts (property-tested over random bytes and every corpus probe pc).
+///
+/// The grammar's first instruction is `add rsp` (48 81/83), `lea rsp` (48/49 8d), a pop
+/// (58-5f, REX 58-5f), a `repne` prefix (f2), or a terminator: c2, c3, f3 c3, eb, e9, ff 25,
+/// REX.W ff.
+#[inline]
+pub fn may_start_epilog(code: &[u8]) -> bool {
+    let Some(&b0) = code.first() else {
+        return false;
+    };
+    match FIRST_BYTE[b0 as usize] {
+        FB_NO => false,
+        FB_YES => true,
+        FB_FF => code.get(1) == Some(&0x25),
+        FB_F3 => code.get(1) == Some(&0xc3),
+        // REX: a pop, or (REX.W) jmp r/m; 48 also add rsp, 48/49 also lea rsp.
+        _ => match code.get(1) {
+            Some(&b1) => {
+                b1 & 0xf8 == 0x58
+                    || (b0 >= 0x48 && b1 == 0xff)
+                    || (b0 & 0xfe == 0x48 && b1 == 0x8d)
+                    || (b0 == 0x48 && (b1 == 0x81 || b1 == 0x83))
+            }
+            None => false,
+        },
+    }
+}
+
+const FB_NO: u8 = 0;
+const FB_YES: u8 = 1;
+const FB_FF: u8 = 2;
+const FB_F3: u8 = 3;
+const FB_REX: u8 = 4;
+
+/// Class of each first byte for [`may_start_epilog`].
+static FIRST_BYTE: [u8; 256] = {
+    let mut t = [FB_NO; 256];
+    let mut i = 0x40;
+    while i < 0x50 {
+        t[i] = FB_REX;
+        i += 1;
+    }
+    let mut i = 0x58;
+    while i < 0x60 {
+        t[i] = FB_YES;
+        i += 1;
+    }
+    t[0xc2] = FB_YES;
+    t[0xc3] = FB_YES;
+    t[0xe9] = FB_YES;
+    t[0xeb] = FB_YES;
+    t[0xf2] = FB_YES;
+    t[0xf3] = FB_F3;
+    t[0xff] = FB_FF;
+    t
+};
+
 /// Matches Windows' epilog grammar at the start of `code` (the bytes at the pc, whose RVA is
 /// `pc_rva`). `frame_reg` is the function's frame register (None: `lea rsp` is never accepted).
 pub fn match_epilog(
@@ -377,6 +436,55 @@ mod tests {
             any::<u8>(),
         ];
         proptest::collection::vec(byte, 0..16)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20000))]
+        /// The fast filter never rejects what the full grammar accepts, whatever the frame
+        /// register and wherever the jumps land.
+        #[test]
+        fn fast_reject_is_conservative(
+            code in prop_oneof![epilogish(), proptest::collection::vec(any::<u8>(), 0..16)],
+            fr in 0u8..17,
+            leaves in any::<bool>(),
+        ) {
+            let judge = move |_t: u32| leaves;
+            let fr = (fr < 16).then(|| Reg::from_number(fr));
+            if match_epilog(&code, 0x1000, fr, &judge).is_some() {
+                prop_assert!(may_start_epilog(&code), "{:02x?}", code);
+            }
+        }
+    }
+
+    /// Every two-byte prefix (followed by each possible tail shape) accepted by the grammar
+    /// passes the filter: exhaustive over the bytes the filter looks at.
+    #[test]
+    fn fast_reject_exhaustive_two_bytes() {
+        let judge = |_t: u32| true;
+        let tails: [&[u8]; 6] = [
+            &[],
+            &[0xc4, 0x08, 0xc3, 0, 0, 0, 0, 0xc3],
+            &[0xc3],
+            &[0x65, 0x10, 0xc3],
+            &[0xa5, 0, 0, 0, 0, 0xc3],
+            &[0x58, 0xc3],
+        ];
+        for b0 in 0..=255u8 {
+            for b1 in 0..=255u8 {
+                for tail in tails {
+                    let mut code = vec![b0, b1];
+                    code.extend_from_slice(tail);
+                    for fr in [None, Some(Reg::Rbp), Some(Reg::R13)] {
+                        if match_epilog(&code, 0x1000, fr, &judge).is_some() {
+                            assert!(may_start_epilog(&code), "{code:02x?}");
+                        }
+                        if match_epilog(&code[..1], 0x1000, fr, &judge).is_some() {
+                            assert!(may_start_epilog(&code[..1]), "{:02x?}", &code[..1]);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

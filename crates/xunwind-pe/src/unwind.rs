@@ -63,7 +63,7 @@ fn bad(info: &UnwindInfo<'_>, base: u64, reason: &'static str) -> UnwindError {
     }
 }
 
-fn pe_err(e: PeError, base: u64) -> UnwindError {
+pub(crate) fn pe_err(e: PeError, base: u64) -> UnwindError {
     match e {
         PeError::OutOfImage { rva, .. }
         | PeError::BadVersion { rva, .. }
@@ -88,16 +88,16 @@ fn pe_err(e: PeError, base: u64) -> UnwindError {
 }
 
 #[inline]
-fn reg(regs: &Regs, r: Reg) -> Result<u64, UnwindError> {
+pub(crate) fn reg(regs: &Regs, r: Reg) -> Result<u64, UnwindError> {
     regs.get(r).ok_or(UnwindError::MissingRegister(r))
 }
 
 #[inline]
-fn pop(
+pub(crate) fn pop<M: MemoryReader + ?Sized>(
     regs: &mut Regs,
     ptrs: &mut Option<&mut ContextPointers>,
     r: Reg,
-    mem: &dyn MemoryReader,
+    mem: &M,
 ) -> Result<(), UnwindError> {
     let sp = reg(regs, Reg::Rsp)?;
     let v = mem.read_u64(sp)?;
@@ -111,7 +111,10 @@ fn pop(
     Ok(())
 }
 
-fn resolve_indirect(img: &PeImage<'_>, f: RuntimeFunction) -> Result<RuntimeFunction, PeError> {
+pub(crate) fn resolve_indirect(
+    img: &PeImage<'_>,
+    f: RuntimeFunction,
+) -> Result<RuntimeFunction, PeError> {
     if f.is_indirect() {
         img.runtime_function_at(f.target_rva())
     } else {
@@ -205,7 +208,16 @@ pub fn virtual_unwind(
                 mem,
             )?
         } else {
-            unwind_v1_epilog(image, function, &info, pc_rva, regs, &mut pointers, mem)?
+            unwind_v1_epilog(
+                image,
+                function,
+                info.frame_register(),
+                info.flags() & crate::UNW_FLAG_CHAININFO != 0,
+                pc_rva,
+                regs,
+                &mut pointers,
+                mem,
+            )?
         };
         if hit {
             out.in_epilog = true;
@@ -297,22 +309,25 @@ pub fn virtual_unwind(
     Ok(out)
 }
 
-/// Version 1: recognise the epilog from the code bytes and emulate it.
-fn unwind_v1_epilog(
+/// Version 1: recognise the epilog from the code bytes and emulate it. `chained`: the entry's
+/// UNWIND_INFO has CHAININFO.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unwind_v1_epilog<M: MemoryReader + ?Sized>(
     image: &PeImage<'_>,
     function: RuntimeFunction,
-    info: &UnwindInfo<'_>,
+    frame_reg: Option<Reg>,
+    chained: bool,
     pc_rva: u32,
     regs: &mut Regs,
     pointers: &mut Option<&mut ContextPointers>,
-    mem: &dyn MemoryReader,
+    mem: &M,
 ) -> Result<bool, UnwindError> {
     let code = image.bytes_at(pc_rva);
     let primary_begin = std::cell::OnceCell::new();
     let judge = |target: u32| -> bool {
         if function.contains(target) {
             // A jump to the function's own start is a recursive tail call.
-            return target == function.begin && info.flags() & crate::UNW_FLAG_CHAININFO == 0;
+            return target == function.begin && !chained;
         }
         // Outside this entry: still the same function if it lands in another fragment of it
         // (an entry with the same primary), unless it lands on the primary's start.
@@ -329,7 +344,7 @@ fn unwind_v1_epilog(
             None => true,
         }
     };
-    let Some(ep) = match_epilog(code, pc_rva, info.frame_register(), &judge) else {
+    let Some(ep) = match_epilog(code, pc_rva, frame_reg, &judge) else {
         return Ok(false);
     };
     apply_epilog(&ep, regs, pointers, mem)?;
@@ -338,11 +353,11 @@ fn unwind_v1_epilog(
 
 /// Runs a recognised epilog forward: the rsp adjustment, the pops, then a return. Every
 /// terminator, jumps included, unwinds as a plain return (Windows does not apply `ret imm16`).
-fn apply_epilog(
+fn apply_epilog<M: MemoryReader + ?Sized>(
     ep: &Epilog,
     regs: &mut Regs,
     pointers: &mut Option<&mut ContextPointers>,
-    mem: &dyn MemoryReader,
+    mem: &M,
 ) -> Result<(), UnwindError> {
     match ep.adjust {
         Some(EpilogAdjust::Add(n)) => {

@@ -1,19 +1,56 @@
 //! The PE unwinder behind the common [`FrameWalker`] interface.
 
+use crate::compiled::virtual_unwind_generic;
 use crate::{
-    unwind_leaf, virtual_unwind, PeImage, UnwindOptions, UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
+    unwind_leaf, CompiledFunction, PeImage, RuntimeFunction, UnwindOptions, VirtualUnwind,
+    UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
 };
+use std::sync::OnceLock;
 use xunwind_core::{
     ContextPointers, FrameWalker, Handler, MemoryReader, PcKind, Reg, Regs, Step, Trust,
     UnwindError,
 };
 
 /// A PE image loaded at `base`, unwound with its `.pdata`/`.xdata`.
+///
+/// Each function's unwind rules are decoded once, the first time a pc in it is unwound
+/// ([`CompiledFunction`]), and kept for the unwinder's lifetime: one slot per `.pdata` entry,
+/// allocated at the first step, so memory is bounded by the image's own table (24 bytes per
+/// entry, plus one compiled function per entry actually unwound through). The slots fill
+/// through `OnceLock`, so the unwinder stays `Send + Sync` and usable through `&self`.
 #[derive(Clone, Debug)]
 pub struct PeUnwinder<'a> {
     image: PeImage<'a>,
     base: u64,
     options: UnwindOptions,
+    cache: RuleCache,
+}
+
+/// What a `.pdata` entry resolves to, decoded once.
+#[derive(Clone, Debug)]
+enum Slot {
+    /// An indirect entry whose target cannot be read: `RtlLookupFunctionEntry` finds nothing.
+    NoEntry,
+    /// Not compiled (malformed, version 2, too long): the reference `virtual_unwind` runs.
+    Reference(RuntimeFunction),
+    /// Compiled rules.
+    Compiled(Box<CompiledFunction>),
+}
+
+/// One lazily filled slot per `.pdata` entry.
+#[derive(Clone, Default)]
+struct RuleCache {
+    slots: OnceLock<Box<[OnceLock<Slot>]>>,
+}
+
+impl std::fmt::Debug for RuleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let filled = self
+            .slots
+            .get()
+            .map_or(0, |s| s.iter().filter(|s| s.get().is_some()).count());
+        write!(f, "RuleCache {{ filled: {filled} }}")
+    }
 }
 
 impl<'a> PeUnwinder<'a> {
@@ -23,6 +60,7 @@ impl<'a> PeUnwinder<'a> {
             image,
             base,
             options: UnwindOptions::default(),
+            cache: RuleCache::default(),
         }
     }
 
@@ -41,6 +79,82 @@ impl<'a> PeUnwinder<'a> {
     pub fn base(&self) -> u64 {
         self.base
     }
+
+    /// The decoded slot of the entry covering `rva` (`RtlLookupFunctionEntry`), filled on first use.
+    #[inline]
+    fn slot(&self, rva: u32) -> Option<&Slot> {
+        let functions = self.image.functions();
+        let i = functions.find(rva)?;
+        let slots = self
+            .cache
+            .slots
+            .get_or_init(|| (0..functions.len()).map(|_| OnceLock::new()).collect());
+        Some(slots.get(i)?.get_or_init(|| {
+            // The same entry `lookup_function_entry` returns: one level of indirection.
+            let Some(entry) = self.image.lookup_function_entry(rva) else {
+                return Slot::NoEntry;
+            };
+            match CompiledFunction::new(&self.image, entry) {
+                Some(c) => Slot::Compiled(Box::new(c)),
+                None => Slot::Reference(entry),
+            }
+        }))
+    }
+
+    /// Number of `.pdata` entries whose rules have been decoded so far.
+    pub fn cached_functions(&self) -> usize {
+        self.cache
+            .slots
+            .get()
+            .map_or(0, |s| s.iter().filter(|s| s.get().is_some()).count())
+    }
+
+    /// `RtlLookupFunctionEntry` at `lookup_pc` then `RtlVirtualUnwind` at `pc` (usually the
+    /// same; a return address is looked up at `pc - 1`), with the cached rules: the results of
+    /// [`crate::virtual_unwind`] on the same entry, including errors. `Ok(None)`: no entry
+    /// covers `lookup_pc` (the caller applies the leaf rule, [`unwind_leaf`], if it wants).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn virtual_unwind<M: MemoryReader + ?Sized>(
+        &self,
+        lookup_pc: u64,
+        pc: u64,
+        regs: &mut Regs,
+        pointers: Option<&mut ContextPointers>,
+        handler_type: u8,
+        mem: &M,
+    ) -> Result<Option<VirtualUnwind>, UnwindError> {
+        let Ok(rva) = u32::try_from(lookup_pc.wrapping_sub(self.base)) else {
+            return Ok(None);
+        };
+        match self.slot(rva) {
+            None | Some(Slot::NoEntry) => Ok(None),
+            Some(Slot::Compiled(c)) => c
+                .unwind(
+                    &self.image,
+                    self.base,
+                    pc,
+                    regs,
+                    pointers,
+                    handler_type,
+                    mem,
+                    &self.options,
+                )
+                .map(Some),
+            Some(Slot::Reference(f)) => virtual_unwind_generic(
+                &self.image,
+                self.base,
+                *f,
+                pc,
+                regs,
+                pointers,
+                handler_type,
+                mem,
+                &self.options,
+            )
+            .map(Some),
+        }
+    }
 }
 
 impl FrameWalker for PeUnwinder<'_> {
@@ -57,10 +171,15 @@ impl FrameWalker for PeUnwinder<'_> {
         let rva = pc_kind.lookup_address(pc).wrapping_sub(self.base);
         let mut caller = regs.clone();
         let mut pointers = ContextPointers::new();
-        let func = u32::try_from(rva)
-            .ok()
-            .and_then(|rva| self.image.lookup_function_entry(rva));
-        let Some(func) = func else {
+        let r = self.virtual_unwind(
+            self.base.wrapping_add(rva),
+            pc,
+            &mut caller,
+            Some(&mut pointers),
+            UNW_FLAG_EHANDLER | UNW_FLAG_UHANDLER,
+            mem,
+        )?;
+        let Some(r) = r else {
             let frame = regs
                 .get(Reg::Rsp)
                 .ok_or(UnwindError::MissingRegister(Reg::Rsp))?;
@@ -74,17 +193,6 @@ impl FrameWalker for PeUnwinder<'_> {
                 caller_pc: PcKind::ReturnAddress,
             });
         };
-        let r = virtual_unwind(
-            &self.image,
-            self.base,
-            func,
-            pc,
-            &mut caller,
-            Some(&mut pointers),
-            UNW_FLAG_EHANDLER | UNW_FLAG_UHANDLER,
-            mem,
-            &self.options,
-        )?;
         // Volatile registers do not survive a call: a debugger must not show stale values.
         if !r.machine_frame {
             for v in [

@@ -2,8 +2,8 @@
 
 use xunwind_core::{ContextPointers, MemoryReader, Reg, Regs, SliceMemory, UnwindError};
 use xunwind_pe::{
-    virtual_unwind, EpilogFrameRule, PeImage, RuntimeFunction, UnwindOptions, VirtualUnwind,
-    UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
+    virtual_unwind, CompiledFunction, EpilogFrameRule, PeImage, RuntimeFunction, UnwindOptions,
+    VirtualUnwind, UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
 };
 
 const BASE: u64 = 0x1_4000_0000;
@@ -77,22 +77,45 @@ fn run(
     f: RuntimeFunction,
     pc_rva: u32,
     regs: &mut Regs,
-    ptrs: Option<&mut ContextPointers>,
+    mut ptrs: Option<&mut ContextPointers>,
     ty: u8,
 ) -> Result<VirtualUnwind, UnwindError> {
     let s = stack();
     let mem = SliceMemory::new(STACK, &s);
-    virtual_unwind(
+    // Every rule below is checked on the compiled fast path too: same result, registers and
+    // context pointers as the reference.
+    let (mut regs2, mut ptrs2) = (regs.clone(), ptrs.as_deref().copied());
+    let want = virtual_unwind(
         img,
         BASE,
         f,
         BASE + pc_rva as u64,
         regs,
-        ptrs,
+        ptrs.as_deref_mut(),
         ty,
         &mem as &dyn MemoryReader,
         &UnwindOptions::default(),
-    )
+    );
+    if let Some(c) = CompiledFunction::new(img, f) {
+        let got = c.unwind(
+            img,
+            BASE,
+            BASE + pc_rva as u64,
+            &mut regs2,
+            ptrs2.as_mut(),
+            ty,
+            &mem,
+            &UnwindOptions::default(),
+        );
+        assert_eq!(got, want, "compiled result at {pc_rva:#x}");
+        assert_eq!(&regs2, regs, "compiled registers at {pc_rva:#x}");
+        assert_eq!(
+            ptrs2.as_ref(),
+            ptrs.as_deref(),
+            "compiled pointers at {pc_rva:#x}"
+        );
+    }
+    want
 }
 
 /// push rbp; push rbx; sub rsp,0x30; lea rbp,[rsp+0x20]; (body) ; frame rbp offset 0x20.

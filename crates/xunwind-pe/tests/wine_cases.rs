@@ -23,8 +23,8 @@
 
 use xunwind_core::{ContextPointers, MemoryReader, Reg, Regs, SliceMemory};
 use xunwind_pe::{
-    unwind_leaf, virtual_unwind, EpilogFrameRule, PeImage, RuntimeFunction, UnwindOptions,
-    UNW_FLAG_EHANDLER,
+    unwind_leaf, virtual_unwind, CompiledFunction, EpilogFrameRule, PeImage, RuntimeFunction,
+    UnwindOptions, UNW_FLAG_EHANDLER,
 };
 use Reg::{Rbp, Rbx, Rdi, Rsi, R12};
 
@@ -237,6 +237,30 @@ fn check_row(
         },
     )
     .unwrap_or_else(|e| panic!("{at}: virtual_unwind failed: {e:?}"));
+
+    // The compiled fast path (what `PeUnwinder` runs) gives exactly the same.
+    if let Some(c) = CompiledFunction::new(img, function) {
+        let mut regs2 = Regs::with_gprs(pc, gpr);
+        let mut ptrs2 = ContextPointers::new();
+        let out2 = c.unwind(
+            img,
+            CODE_MEM,
+            pc,
+            &mut regs2,
+            Some(&mut ptrs2),
+            handler_type,
+            mem,
+            &UnwindOptions {
+                epilog_frame: rule,
+                ..UnwindOptions::default()
+            },
+        );
+        assert_eq!(out2, Ok(out), "{at}: compiled result");
+        assert_eq!(regs2, regs, "{at}: compiled registers");
+        assert_eq!(ptrs2, ptrs, "{at}: compiled context pointers");
+    } else {
+        panic!("{at}: a version-1 Wine case must compile");
+    }
 
     // Handler: only when asked for, and then exactly where the table says.
     if r.handler && handler_type & UNW_FLAG_EHANDLER != 0 {
