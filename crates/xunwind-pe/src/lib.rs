@@ -10,6 +10,7 @@
 //! - [`ScopeTable`]: `__C_specific_handler` language data (`__try` scopes).
 #![deny(missing_docs)]
 
+mod compiled;
 mod cxx;
 mod dynamic;
 mod epilog;
@@ -23,11 +24,14 @@ mod unwind;
 mod walker;
 mod xdata;
 
+pub use compiled::{CompiledFunction, MAX_COMPILED_OPS};
 pub use cxx::{CatchClause, CxxError, FuncInfo, TryBlock, MAX_CXX_ENTRIES};
 pub use dynamic::{
     DynamicEntry, DynamicFunctionTables, DynamicTableError, DynamicTableId, FunctionTableCallback,
 };
-pub use epilog::{match_epilog, match_epilog_wine8, Epilog, EpilogAdjust, EpilogEnd, JumpJudge};
+pub use epilog::{
+    match_epilog, match_epilog_wine8, may_start_epilog, Epilog, EpilogAdjust, EpilogEnd, JumpJudge,
+};
 pub use error::PeError;
 pub use image::{Layout, PeImage};
 pub use lsda::{
