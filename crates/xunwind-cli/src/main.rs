@@ -2,6 +2,7 @@
 //!
 //! Output formats are the contracts of `shared/CONFORMANCE.md`; other tools parse them.
 
+mod dispatch;
 mod extable;
 mod json;
 mod pe;
@@ -21,6 +22,9 @@ usage:
                                        __ex_table of a vmlinux, bzImage or .ko (CONFORMANCE 4)
   xunwind stack INPUT [--json] [--modules DIR]... [--symbols DIR]... [--thread N]
                                        walk a minidump's or ELF core's thread (CONFORMANCE 5)
+  xunwind dispatch INPUT [--json] [--filter ADDR=RESULT]... [--ip ADDR] ...
+                                       who handles a fault: Windows dispatch or kernel
+                                       __ex_table (CONFORMANCE 6; `dispatch --help`)
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
         Some("pe") => pe::run(&args[1..]),
         Some("extable") => extable::run(&args[1..]),
         Some("stack") => stack::run(&args[1..]),
+        Some("dispatch") => dispatch::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
