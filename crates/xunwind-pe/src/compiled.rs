@@ -3,69 +3,77 @@
 //! [`virtual_unwind`] re-reads UNWIND_INFO (and its chain) at every call and runs the epilog
 //! grammar at every pc. [`CompiledFunction`] decodes the codes of the entry and of its whole
 //! chain once into a flat list of ready operations, keeps the few header facts the unwind needs,
-//! and tries the epilog grammar only where the first code bytes can start an epilog
-//! ([`may_start_epilog`]). Its results are those of [`virtual_unwind`], bit for bit (checked by
+//! and runs the epilog grammar once over every pc past the prolog (behind the two-byte filter
+//! [`may_start_epilog`]), keeping the pcs that start an epilog and what each epilog does: an
+//! unwind then reads no code bytes at all. Its results are those of [`virtual_unwind`], bit for bit (checked by
 //! differential tests over the corpus and Wine's cases, and by fuzzing): only well-formed
 //! version-1 entries are compiled, and everything else (malformed codes or chains, version 2,
 //! [`Compat::Wine8`]) stays with [`virtual_unwind`], which reports exactly what is wrong.
 
-use crate::epilog::may_start_epilog;
-use crate::unwind::{pop, reg, resolve_indirect, unwind_v1_epilog};
+use crate::epilog::{may_start_epilog, EpilogAdjust};
+use crate::unwind::{pop, reg, resolve_indirect, unwind_v1_epilog, v1_epilog_at};
 use crate::{
     virtual_unwind, Compat, EpilogFrameRule, PeImage, RuntimeFunction, UnwindOp, UnwindOptions,
     VirtualUnwind, MAX_CHAIN_DEPTH, UNW_FLAG_CHAININFO, UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
 };
 use xunwind_core::{ContextPointers, MemoryReader, Reg, Regs, UnwindError};
 
-/// Most operations (codes plus one per chain level) a compiled function holds inline; longer
-/// functions stay with [`virtual_unwind`].
-pub const MAX_COMPILED_OPS: usize = 30;
+/// Functions up to this many bytes have their epilog pcs found when compiled (each byte is a
+/// candidate pc); in longer ones the grammar runs at unwind time, behind the fast filter.
+pub const MAX_SCANNED_FUNCTION: u32 = 0x1_0000;
 
-/// One decoded unwind code (or the start of a chain level), with its prolog offset.
+/// What an [`Op`] does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    /// A new UNWIND_INFO of the chain: offsets below are relative to `begin`.
-    Level {
-        begin: u32,
-        prolog: u8,
-    },
-    Push {
-        at: u8,
-        reg: Reg,
-    },
-    Alloc {
-        at: u8,
-        size: u32,
-    },
-    SetFp {
-        at: u8,
-        reg: Reg,
-        offset: u8,
-    },
-    Save {
-        at: u8,
-        reg: Reg,
-        offset: u32,
-    },
-    SaveXmm {
-        at: u8,
-        xmm: u8,
-        offset: u32,
-    },
-    MachFrame {
-        at: u8,
-        error_code: bool,
-    },
+#[repr(u8)]
+enum Kind {
+    /// A new UNWIND_INFO of the chain: `imm` is its function's begin, `at` its SizeOfProlog.
+    Level,
+    /// PUSH_NONVOL `reg`.
+    Push,
+    /// ALLOC_SMALL/ALLOC_LARGE of `imm` bytes.
+    Alloc,
+    /// SET_FPREG: rsp = `reg` - `imm`.
+    SetFp,
+    /// SAVE_NONVOL(_FAR) `reg` at establisher + `imm`.
+    Save,
+    /// SAVE_XMM128(_FAR) xmm `reg` at establisher + `imm`.
+    SaveXmm,
+    /// PUSH_MACHFRAME; `reg` is 1 with an error code.
+    MachFrame,
+}
+
+/// One decoded unwind code (or the start of a chain level), 8 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Op {
+    kind: Kind,
+    /// The code's prolog offset (CodeOffset).
+    at: u8,
+    reg: u8,
+    imm: u32,
+}
+
+/// A pc of the function that starts an epilog (version 1), and what the epilog does from there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EpilogAt {
+    /// Offset of the pc from the function's begin.
+    offset: u32,
+    /// `add rsp, imm` (adjust 1) or `lea rsp, [reg + imm]` (adjust 2), or nothing (0).
+    adjust: u8,
+    lea_reg: u8,
+    pop_count: u8,
+    imm: i32,
+    /// The registers popped, four bits each, first in the low bits.
+    pops: u64,
 }
 
 /// The unwind rules of one function entry (its UNWIND_INFO and every chained parent), decoded
 /// once for [`CompiledFunction::unwind`].
 #[derive(Clone, Debug)]
 pub struct CompiledFunction {
-    /// The entry as given (for the reference path).
-    entry: RuntimeFunction,
     /// The entry after indirection.
     function: RuntimeFunction,
+    /// The entry as given (for the reference path).
+    entry: RuntimeFunction,
     prolog_size: u8,
     frame_reg: Option<Reg>,
     frame_offset: u8,
@@ -78,14 +86,17 @@ pub struct CompiledFunction {
     primary_prolog: u8,
     primary_begin: u32,
     handler: Option<(u32, u32)>,
-    len: u8,
-    ops: [Op; MAX_COMPILED_OPS],
+    /// Offsets `prolog_size..scanned_end` were searched for epilogs when compiling.
+    scanned_end: u32,
+    ops: Box<[Op]>,
+    /// Sorted by offset.
+    epilogs: Box<[EpilogAt]>,
 }
 
 impl CompiledFunction {
-    /// Decodes the rules of `function` (an entry of `image`, possibly indirect). `None` when the
-    /// entry is not a well-formed version-1 UNWIND_INFO with a well-formed chain, or has more than
-    /// [`MAX_COMPILED_OPS`] operations: [`virtual_unwind`] then handles it (and its errors).
+    /// Decodes the rules of `function` (an entry of `image`, possibly indirect) and finds its
+    /// epilogs. `None` when the entry is not a well-formed version-1 UNWIND_INFO with a
+    /// well-formed chain: [`virtual_unwind`] then handles it (and its errors).
     pub fn new(image: &PeImage<'_>, function: RuntimeFunction) -> Option<Self> {
         let entry = function;
         let function = resolve_indirect(image, function).ok()?;
@@ -93,61 +104,54 @@ impl CompiledFunction {
         if info.version() != 1 {
             return None;
         }
-        let mut out = CompiledFunction {
-            entry,
-            function,
-            prolog_size: info.prolog_size(),
-            frame_reg: info.frame_register(),
-            frame_offset: (info.frame_offset() / 16) as u8,
-            fpreg_at: None,
-            chained: info.flags() & UNW_FLAG_CHAININFO != 0,
-            has_codes: info.count_of_codes() > 0,
-            primary_flags: 0,
-            primary_prolog: 0,
-            primary_begin: 0,
-            handler: None,
-            len: 0,
-            ops: [Op::Level {
-                begin: 0,
-                prolog: 0,
-            }; MAX_COMPILED_OPS],
-        };
+        let mut ops = Vec::with_capacity(info.count_of_codes() as usize + 1);
+        let mut fpreg_at = None;
         let mut cur = info;
         let mut cur_fn = function;
         let mut depth = 0usize;
         loop {
-            out.push(Op::Level {
-                begin: cur_fn.begin,
-                prolog: cur.prolog_size(),
-            })?;
+            ops.push(Op {
+                kind: Kind::Level,
+                at: cur.prolog_size(),
+                reg: 0,
+                imm: cur_fn.begin,
+            });
             for c in cur.codes() {
                 let c = c.ok()?;
-                let at = c.offset;
-                let op = match c.op {
-                    UnwindOp::PushNonvol(reg) => Op::Push { at, reg },
+                let op = |kind, reg: u8, imm: u32| Op {
+                    kind,
+                    at: c.offset,
+                    reg,
+                    imm,
+                };
+                ops.push(match c.op {
+                    UnwindOp::PushNonvol(r) => op(Kind::Push, r.number(), 0),
                     UnwindOp::AllocLarge { size, .. } | UnwindOp::AllocSmall(size) => {
-                        Op::Alloc { at, size }
+                        op(Kind::Alloc, 0, size)
                     }
                     UnwindOp::SetFpreg => {
-                        if depth == 0 && out.fpreg_at.is_none() {
-                            out.fpreg_at = Some(at);
+                        if depth == 0 && fpreg_at.is_none() {
+                            fpreg_at = Some(c.offset);
                         }
-                        Op::SetFp {
-                            at,
-                            reg: cur.frame_register()?,
-                            offset: (cur.frame_offset() / 16) as u8,
-                        }
+                        op(
+                            Kind::SetFp,
+                            cur.frame_register()?.number(),
+                            cur.frame_offset(),
+                        )
                     }
                     UnwindOp::SaveNonvol { reg, offset }
-                    | UnwindOp::SaveNonvolFar { reg, offset } => Op::Save { at, reg, offset },
+                    | UnwindOp::SaveNonvolFar { reg, offset } => {
+                        op(Kind::Save, reg.number(), offset)
+                    }
                     UnwindOp::SaveXmm128 { xmm, offset }
-                    | UnwindOp::SaveXmm128Far { xmm, offset } => Op::SaveXmm { at, xmm, offset },
-                    UnwindOp::PushMachframe { error_code } => Op::MachFrame { at, error_code },
+                    | UnwindOp::SaveXmm128Far { xmm, offset } => op(Kind::SaveXmm, xmm, offset),
+                    UnwindOp::PushMachframe { error_code } => {
+                        op(Kind::MachFrame, error_code as u8, 0)
+                    }
                     // Version-2 epilog descriptors of a chained parent do nothing here.
                     UnwindOp::EpilogHead { .. } | UnwindOp::Epilog { .. } => continue,
                     UnwindOp::Unknown { .. } => return None,
-                };
-                out.push(op)?;
+                });
             }
             let Some(parent) = cur.chained().ok()? else {
                 break;
@@ -159,24 +163,90 @@ impl CompiledFunction {
             cur_fn = resolve_indirect(image, parent).ok()?;
             cur = image.unwind_info(cur_fn.unwind_data).ok()?;
         }
-        out.primary_flags = cur.flags();
-        out.primary_prolog = cur.prolog_size();
-        out.primary_begin = cur_fn.begin;
         // A handler RVA that cannot be read is an error only at some pcs: leave it to the
         // reference path.
-        out.handler = cur.handler().ok()?;
+        let handler = cur.handler().ok()?;
+        let mut out = CompiledFunction {
+            function,
+            entry,
+            prolog_size: info.prolog_size(),
+            frame_reg: info.frame_register(),
+            frame_offset: (info.frame_offset() / 16) as u8,
+            fpreg_at,
+            chained: info.flags() & UNW_FLAG_CHAININFO != 0,
+            has_codes: info.count_of_codes() > 0,
+            primary_flags: cur.flags(),
+            primary_prolog: cur.prolog_size(),
+            primary_begin: cur_fn.begin,
+            handler,
+            scanned_end: 0,
+            ops: ops.into_boxed_slice(),
+            epilogs: Box::new([]),
+        };
+        out.find_epilogs(image);
         Some(out)
     }
 
-    fn push(&mut self, op: Op) -> Option<()> {
-        *self.ops.get_mut(self.len as usize)? = op;
-        self.len += 1;
-        Some(())
+    /// Runs the epilog grammar at every pc past the prolog once, so that unwinding never
+    /// reads code bytes for pcs of the function.
+    fn find_epilogs(&mut self, image: &PeImage<'_>) {
+        let len = self.function.end.wrapping_sub(self.function.begin);
+        if !self.has_codes || len > MAX_SCANNED_FUNCTION {
+            return;
+        }
+        let begin = self.function.begin;
+        let code = image.bytes_at(begin);
+        let mut found = Vec::new();
+        for offset in self.prolog_size as u32..len {
+            let pc_rva = begin.wrapping_add(offset);
+            let at = match code.get(offset as usize..) {
+                Some(c) => c,
+                None => image.bytes_at(pc_rva),
+            };
+            if !may_start_epilog(at) {
+                continue;
+            }
+            let Some(ep) = v1_epilog_at(
+                image,
+                self.function,
+                self.frame_reg,
+                self.chained,
+                pc_rva,
+                at,
+            ) else {
+                continue;
+            };
+            let (adjust, lea_reg, imm) = match ep.adjust {
+                None => (0, 0, 0),
+                Some(EpilogAdjust::Add(n)) => (1, 0, n),
+                Some(EpilogAdjust::Lea(r, d)) => (2, r.number(), d),
+            };
+            let pops = ep
+                .pops()
+                .iter()
+                .enumerate()
+                .fold(0u64, |acc, (i, r)| acc | (r.number() as u64) << (4 * i));
+            found.push(EpilogAt {
+                offset,
+                adjust,
+                lea_reg,
+                pop_count: ep.pop_count,
+                imm,
+                pops,
+            });
+        }
+        self.epilogs = found.into_boxed_slice();
+        self.scanned_end = len;
     }
 
     /// The function entry (after indirection) these rules belong to.
     pub fn function(&self) -> RuntimeFunction {
         self.function
+    }
+
+    /// Number of pcs of the function that start an epilog (found when compiled).
+    pub fn epilog_pcs(&self) -> usize {
+        self.epilogs.len()
     }
 
     /// [`virtual_unwind`] for this function: same arguments, same results, same errors, same
@@ -233,21 +303,32 @@ impl CompiledFunction {
             ..VirtualUnwind::default()
         };
 
-        // Epilog: the grammar runs only where the first bytes can start one.
         if !in_prolog && self.has_codes {
-            let code = image.bytes_at(pc_rva);
-            if may_start_epilog(code)
-                && unwind_v1_epilog(
-                    image,
-                    self.function,
-                    self.frame_reg,
-                    self.chained,
-                    pc_rva,
-                    regs,
-                    &mut pointers,
-                    mem,
-                )?
-            {
+            let hit = if offset < self.scanned_end {
+                // Epilog pcs were found when compiling: no code bytes to read.
+                match self.epilogs.binary_search_by_key(&offset, |e| e.offset) {
+                    Ok(i) => {
+                        apply_epilog_at(&self.epilogs[i], regs, &mut pointers, mem)?;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                // Outside the scanned range (a pc past the end, a long function): the grammar,
+                // behind the filter.
+                may_start_epilog(image.bytes_at(pc_rva))
+                    && unwind_v1_epilog(
+                        image,
+                        self.function,
+                        self.frame_reg,
+                        self.chained,
+                        pc_rva,
+                        regs,
+                        &mut pointers,
+                        mem,
+                    )?
+            };
+            if hit {
                 out.in_epilog = true;
                 if self.frame_reg.is_some() && opts.epilog_frame == EpilogFrameRule::ReturnSlot {
                     out.establisher_frame = reg(regs, Reg::Rsp)?.wrapping_sub(8);
@@ -258,58 +339,49 @@ impl CompiledFunction {
 
         let mut cur_offset = offset;
         let mut partial = false;
-        for op in &self.ops[..self.len as usize] {
-            let at = match *op {
-                Op::Level { begin, prolog } => {
-                    cur_offset = pc_rva.wrapping_sub(begin);
-                    partial = cur_offset < prolog as u32;
-                    continue;
-                }
-                Op::Push { at, .. }
-                | Op::Alloc { at, .. }
-                | Op::SetFp { at, .. }
-                | Op::Save { at, .. }
-                | Op::SaveXmm { at, .. }
-                | Op::MachFrame { at, .. } => at,
-            };
-            if partial && at as u32 > cur_offset {
+        for op in self.ops.iter() {
+            if op.kind == Kind::Level {
+                cur_offset = pc_rva.wrapping_sub(op.imm);
+                partial = cur_offset < op.at as u32;
                 continue;
             }
-            match *op {
-                Op::Push { reg: r, .. } => pop(regs, &mut pointers, r, mem)?,
-                Op::Alloc { size, .. } => {
+            if partial && op.at as u32 > cur_offset {
+                continue;
+            }
+            let r = Reg::from_number(op.reg);
+            match op.kind {
+                Kind::Push => pop(regs, &mut pointers, r, mem)?,
+                Kind::Alloc => {
                     let sp = reg(regs, Reg::Rsp)?;
-                    regs.set(Reg::Rsp, sp.wrapping_add(size as u64));
+                    regs.set(Reg::Rsp, sp.wrapping_add(op.imm as u64));
                 }
-                Op::SetFp {
-                    reg: fr, offset, ..
-                } => {
-                    let v = reg(regs, fr)?.wrapping_sub(offset as u64 * 16);
+                Kind::SetFp => {
+                    let v = reg(regs, r)?.wrapping_sub(op.imm as u64);
                     regs.set(Reg::Rsp, v);
                 }
-                Op::Save { reg: r, offset, .. } => {
-                    let at = frame_base.wrapping_add(offset as u64);
+                Kind::Save => {
+                    let at = frame_base.wrapping_add(op.imm as u64);
                     regs.set(r, mem.read_u64(at)?);
                     if let Some(p) = &mut pointers {
                         p.set_gpr(r, at);
                     }
                 }
-                Op::SaveXmm { xmm, offset, .. } => {
-                    let at = frame_base.wrapping_add(offset as u64);
-                    regs.set_xmm(xmm, mem.read_u128(at)?);
+                Kind::SaveXmm => {
+                    let at = frame_base.wrapping_add(op.imm as u64);
+                    regs.set_xmm(op.reg, mem.read_u128(at)?);
                     if let Some(p) = &mut pointers {
-                        p.set_xmm(xmm, at);
+                        p.set_xmm(op.reg, at);
                     }
                 }
-                Op::MachFrame { error_code, .. } => {
-                    let sp = reg(regs, Reg::Rsp)?.wrapping_add(if error_code { 8 } else { 0 });
+                Kind::MachFrame => {
+                    let sp = reg(regs, Reg::Rsp)?.wrapping_add(if op.reg != 0 { 8 } else { 0 });
                     let rip = mem.read_u64(sp)?;
                     let new_sp = mem.read_u64(sp.wrapping_add(24))?;
                     regs.set_rip(rip);
                     regs.set(Reg::Rsp, new_sp);
                     out.machine_frame = true;
                 }
-                Op::Level { .. } => {}
+                Kind::Level => {}
             }
         }
         if !out.machine_frame {
@@ -324,6 +396,40 @@ impl CompiledFunction {
         }
         Ok(out)
     }
+}
+
+/// A recognised epilog run forward, as `apply_epilog` does: the rsp adjustment, the pops, then
+/// a return (every terminator unwinds as a plain return).
+#[inline]
+fn apply_epilog_at<M: MemoryReader + ?Sized>(
+    ep: &EpilogAt,
+    regs: &mut Regs,
+    pointers: &mut Option<&mut ContextPointers>,
+    mem: &M,
+) -> Result<(), UnwindError> {
+    match ep.adjust {
+        1 => {
+            let sp = reg(regs, Reg::Rsp)?;
+            regs.set(Reg::Rsp, sp.wrapping_add(ep.imm as i64 as u64));
+        }
+        2 => {
+            let v = reg(regs, Reg::from_number(ep.lea_reg))?.wrapping_add(ep.imm as i64 as u64);
+            regs.set(Reg::Rsp, v);
+        }
+        _ => {}
+    }
+    for i in 0..ep.pop_count as u32 {
+        pop(
+            regs,
+            pointers,
+            Reg::from_number((ep.pops >> (4 * i)) as u8),
+            mem,
+        )?;
+    }
+    let sp = reg(regs, Reg::Rsp)?;
+    regs.set_rip(mem.read_u64(sp)?);
+    regs.set(Reg::Rsp, sp.wrapping_add(8));
+    Ok(())
 }
 
 /// [`virtual_unwind`] for any memory type (it takes `&dyn`; a `?Sized` generic cannot be
@@ -363,6 +469,83 @@ pub(crate) fn virtual_unwind_generic<M: MemoryReader + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xunwind_core::SliceMemory;
+
+    /// A function longer than [`MAX_SCANNED_FUNCTION`] (epilogs recognised at unwind time) and a
+    /// short one (epilogs found when compiled): both agree with `virtual_unwind` at every pc of
+    /// their epilogs and around them.
+    #[test]
+    fn long_and_short_functions_agree_with_reference() {
+        let len = MAX_SCANNED_FUNCTION + 0x100;
+        let mut bytes = vec![0x90u8; 0x1000 + len as usize + 0x1000];
+        for (begin, end) in [
+            (0x1000u32, 0x1000 + len),
+            (0x1000 + len, 0x1000 + len + 0x80),
+        ] {
+            // push rbx; sub rsp,0x20 ... add rsp,0x20; pop rbx; ret
+            bytes[begin as usize..begin as usize + 5]
+                .copy_from_slice(&[0x53, 0x48, 0x83, 0xec, 0x20]);
+            let e = end as usize - 6;
+            bytes[e..e + 6].copy_from_slice(&[0x48, 0x83, 0xc4, 0x20, 0x5b, 0xc3]);
+        }
+        let unwind = bytes.len() as u32;
+        bytes.extend([0x01, 5, 2, 0, 5, 0x12, 1, 0x30]);
+        let pdata = bytes.len() as u32;
+        for (b, e) in [
+            (0x1000u32, 0x1000 + len),
+            (0x1000 + len, 0x1000 + len + 0x80),
+        ] {
+            for v in [b, e, unwind] {
+                bytes.extend(v.to_le_bytes());
+            }
+        }
+        let base = 0x1_4000_0000u64;
+        let img = PeImage::from_parts(&bytes, base, pdata, 24);
+        let stack: Vec<u8> = (0..0x100u64)
+            .flat_map(|k| (0x5000 + 8 * k).to_le_bytes())
+            .collect();
+        let mem = SliceMemory::new(0x7000_0000, &stack);
+        for f in img.functions().iter() {
+            let c = CompiledFunction::new(&img, f).expect("well-formed v1");
+            let long = f.end - f.begin > MAX_SCANNED_FUNCTION;
+            assert_eq!(c.scanned_end == 0, long);
+            assert_eq!(c.epilog_pcs(), if long { 0 } else { 3 });
+            for pc in (0..8).map(|k| f.begin + k).chain(f.end - 10..f.end + 1) {
+                let mut g = [0xa000u64; 16];
+                g[Reg::Rsp as usize] = 0x7000_0080;
+                let (mut r1, mut p1) =
+                    (Regs::with_gprs(base + pc as u64, g), ContextPointers::new());
+                let (mut r2, mut p2) = (r1.clone(), p1);
+                let opts = UnwindOptions::default();
+                let want = virtual_unwind(
+                    &img,
+                    base,
+                    f,
+                    base + pc as u64,
+                    &mut r1,
+                    Some(&mut p1),
+                    3,
+                    &mem,
+                    &opts,
+                );
+                let got = c.unwind(
+                    &img,
+                    base,
+                    base + pc as u64,
+                    &mut r2,
+                    Some(&mut p2),
+                    3,
+                    &mem,
+                    &opts,
+                );
+                assert_eq!(got, want, "pc {pc:#x}");
+                assert_eq!((r2, p2), (r1, p1), "pc {pc:#x}");
+                if [f.end - 6, f.end - 2, f.end - 1].contains(&pc) {
+                    assert!(got.unwrap().in_epilog, "pc {pc:#x}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn op_is_small() {

@@ -24,7 +24,7 @@ mod unwind;
 mod walker;
 mod xdata;
 
-pub use compiled::{CompiledFunction, MAX_COMPILED_OPS};
+pub use compiled::{CompiledFunction, MAX_SCANNED_FUNCTION};
 pub use cxx::{CatchClause, CxxError, FuncInfo, TryBlock, MAX_CXX_ENTRIES};
 pub use dynamic::{
     DynamicEntry, DynamicFunctionTables, DynamicTableError, DynamicTableId, FunctionTableCallback,

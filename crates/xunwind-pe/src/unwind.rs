@@ -323,6 +323,23 @@ pub(crate) fn unwind_v1_epilog<M: MemoryReader + ?Sized>(
     mem: &M,
 ) -> Result<bool, UnwindError> {
     let code = image.bytes_at(pc_rva);
+    let Some(ep) = v1_epilog_at(image, function, frame_reg, chained, pc_rva, code) else {
+        return Ok(false);
+    };
+    apply_epilog(&ep, regs, pointers, mem)?;
+    Ok(true)
+}
+
+/// The version-1 epilog that `code` (the image bytes at `pc_rva`) starts, judging jumps by
+/// where they land relative to `function` and its chain.
+pub(crate) fn v1_epilog_at(
+    image: &PeImage<'_>,
+    function: RuntimeFunction,
+    frame_reg: Option<Reg>,
+    chained: bool,
+    pc_rva: u32,
+    code: &[u8],
+) -> Option<Epilog> {
     let primary_begin = std::cell::OnceCell::new();
     let judge = |target: u32| -> bool {
         if function.contains(target) {
@@ -344,11 +361,7 @@ pub(crate) fn unwind_v1_epilog<M: MemoryReader + ?Sized>(
             None => true,
         }
     };
-    let Some(ep) = match_epilog(code, pc_rva, frame_reg, &judge) else {
-        return Ok(false);
-    };
-    apply_epilog(&ep, regs, pointers, mem)?;
-    Ok(true)
+    match_epilog(code, pc_rva, frame_reg, &judge)
 }
 
 /// Runs a recognised epilog forward: the rsp adjustment, the pops, then a return. Every

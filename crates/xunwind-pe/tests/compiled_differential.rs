@@ -1,7 +1,7 @@
 //! The cached fast path (`PeUnwinder::virtual_unwind`, built on `CompiledFunction`) against the
 //! reference `virtual_unwind` on real DLLs: the same result or error, the same registers (xmm
 //! included), the same context pointers, establisher frame and handler, at every probe pc of
-//! every function and at every byte of a sample of functions; and the epilog fast filter never
+//! every function, at every byte of a sample of functions and just past each function's end; and the epilog fast filter never
 //! rejects a pc the full grammar accepts.
 //!
 //! Files: Wine's ntdll.dll and kernelbase.dll, mingw's libstdc++-6.dll (`corpus/fetch`), and
@@ -95,13 +95,15 @@ struct Counts {
 fn compare(
     img: &PeImage<'_>,
     unwinders: &[PeUnwinder<'_>; 2],
+    lookup_rva: u32,
     pc_rva: u32,
     mem: &SliceMemory<'_>,
     counts: &mut Counts,
 ) {
     let base = img.image_base();
     let pc = base + pc_rva as u64;
-    let Some(f) = img.lookup_function_entry(pc_rva) else {
+    let lookup_pc = base + lookup_rva as u64;
+    let Some(f) = img.lookup_function_entry(lookup_rva) else {
         return;
     };
     counts.pcs += 1;
@@ -128,7 +130,7 @@ fn compare(
             );
             let (mut r2, mut p2) = (initial(pc), ContextPointers::new());
             let got = unwinder
-                .virtual_unwind(pc, pc, &mut r2, Some(&mut p2), ty, mem)
+                .virtual_unwind(lookup_pc, pc, &mut r2, Some(&mut p2), ty, mem)
                 .map(|o| o.expect("an entry covers the pc"));
             let at = format!("pc {pc_rva:#x} (entry {f:x?}, {rule:?}, handler type {ty})");
             assert_eq!(got, want, "{at}: result");
@@ -137,7 +139,14 @@ fn compare(
             // The same through `&dyn MemoryReader` (the FrameWalker path).
             let (mut r3, mut p3) = (initial(pc), ContextPointers::new());
             let got = unwinder
-                .virtual_unwind(pc, pc, &mut r3, Some(&mut p3), ty, mem as &dyn MemoryReader)
+                .virtual_unwind(
+                    lookup_pc,
+                    pc,
+                    &mut r3,
+                    Some(&mut p3),
+                    ty,
+                    mem as &dyn MemoryReader,
+                )
                 .map(|o| o.expect("an entry covers the pc"));
             assert_eq!(got, want, "{at}: result through dyn");
             assert_eq!((r3, p3), (r1.clone(), p1), "{at}: state through dyn");
@@ -203,12 +212,17 @@ fn cached_path_equals_reference_on_corpus() {
                 None => counts.reference_fns += 1,
             }
             for p in probe_points(&img, f) {
-                compare(&img, &unwinders, p.pc, &mem, &mut counts);
+                compare(&img, &unwinders, p.pc, p.pc, &mem, &mut counts);
+            }
+            // A return address just past the function (a call ending it): looked up at
+            // end - 1, unwound at end, outside the pcs searched for epilogs when compiling.
+            if f.end > f.begin {
+                compare(&img, &unwinders, f.end - 1, f.end, &mem, &mut counts);
             }
             // Every byte of one function in 16 (and of every small file's functions).
             if i % 16 == 0 || img.functions().len() < 200 {
                 for pc in f.begin..f.end.min(f.begin.saturating_add(0x1000)) {
-                    compare(&img, &unwinders, pc, &mem, &mut counts);
+                    compare(&img, &unwinders, pc, pc, &mem, &mut counts);
                 }
             }
         }
