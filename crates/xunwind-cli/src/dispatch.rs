@@ -8,8 +8,11 @@ use crate::json::Obj;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use xunwind::core::RegionMemory;
-use xunwind::dispatch::{gcc_thrown_type, Decisions, DispatchOptions, ExceptionResolver, Fault};
+use xunwind::dispatch::{
+    gcc_thrown_type, Decisions, DispatchOptions, ExceptionResolver, Fault, ScopeRules,
+};
 use xunwind::extable::KernelFile;
+use xunwind::pe::Compat;
 use xunwind::{
     CodeImages, Event, FilterResult, KernelResolution, KernelResolver, LoadOptions, MemoryReader,
     Outcome, PeModule, Reg, Regs, Target,
@@ -33,6 +36,8 @@ usage:
       The Linux kernel's answer to a fault at ADDR: the __ex_table fixup, or an oops. A module
       ip is written NAME.ko:SECTION+0xOFF (modules from DIR get disjoint load addresses).
 
+--compat wine8 follows Wine 8's deviations (its __C_specific_handler unwind scan and epilog
+rules) instead of Windows', to explain what wine64 does.
 RESULT is EXECUTE_HANDLER, CONTINUE_SEARCH, CONTINUE_EXECUTION or a number (the filter's
 return value). Numbers are hex (0x optional) unless stated. Output: one line per filter (phase
 1), __finally / cleanup (phase 2), then the outcome: except, catch, continue, unhandled,
@@ -95,6 +100,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut decisions = Decisions::default();
     let mut syn = Synthetic::default();
     let mut synthetic = false;
+    let mut dopts = DispatchOptions::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -109,6 +115,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 return Ok(());
             }
             "--ip" => ip = Some(value("--ip")?),
+            "--compat" => match value("--compat")?.as_str() {
+                "wine8" => {
+                    dopts.scope_rules = ScopeRules::Wine8;
+                    dopts.unwind.compat = Compat::Wine8;
+                }
+                "windows" => dopts = DispatchOptions::default(),
+                c => return Err(format!("unknown --compat {c:?} (windows, wine8)")),
+            },
             "--modules" => options.module_dirs.push(PathBuf::from(value("--modules")?)),
             "--symbols" => options.symbol_dirs.push(PathBuf::from(value("--symbols")?)),
             "--filter" => {
@@ -150,12 +164,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let lines = if synthetic {
-        run_synthetic(&syn, &decisions, json)?
+        run_synthetic(&syn, &options.module_dirs, &decisions, &dopts, json)?
     } else {
         let input = input.ok_or_else(|| USAGE.to_string())?;
         let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
         if bytes.starts_with(b"MDMP") {
-            run_minidump(bytes, &options, &decisions, json)?
+            run_minidump(bytes, &options, &decisions, &dopts, json)?
         } else {
             let ip = ip.ok_or_else(|| {
                 format!(
@@ -173,22 +187,42 @@ pub fn run(args: &[String]) -> Result<(), String> {
     crate::io_result(r)
 }
 
+/// A module file: the path as given, else a file of that name (any case) in `dirs`.
+fn find_module(p: &Path, dirs: &[PathBuf]) -> Option<PathBuf> {
+    if p.exists() {
+        return Some(p.to_path_buf());
+    }
+    let want = p.file_name()?.to_string_lossy().to_lowercase();
+    dirs.iter().find_map(|d| {
+        std::fs::read_dir(d).ok()?.flatten().find_map(|e| {
+            (e.file_name().to_string_lossy().to_lowercase() == want).then(|| e.path())
+        })
+    })
+}
+
 fn run_synthetic(
     syn: &Synthetic,
+    dirs: &[PathBuf],
     decisions: &Decisions,
+    dopts: &DispatchOptions,
     json: bool,
 ) -> Result<Vec<String>, String> {
-    let files: Vec<(String, Vec<u8>, u64)> = syn
-        .modules
-        .iter()
-        .map(|(p, base)| {
-            let b = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let name = p
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            Ok((name, b, *base))
-        })
-        .collect::<Result<_, String>>()?;
+    let mut files: Vec<(String, Vec<u8>, u64)> = Vec::new();
+    for (p, base) in &syn.modules {
+        // A module named but not found is left out: its frames unwind as leaves.
+        let Some(found) = find_module(p, dirs) else {
+            eprintln!(
+                "xunwind: module {} not found (give --modules DIR)",
+                p.display()
+            );
+            continue;
+        };
+        let b = std::fs::read(&found).map_err(|e| format!("{}: {e}", found.display()))?;
+        let name = p
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        files.push((name, b, *base));
+    }
     let mut images = CodeImages::new();
     for (name, bytes, base) in &files {
         images.add(PeModule::parse(name, *base, bytes).map_err(|e| format!("{name}: {e}"))?);
@@ -217,13 +251,14 @@ fn run_synthetic(
             _ => None,
         }
     };
-    resolve(&images, &fault, &mem, decisions, &name, json)
+    resolve(&images, &fault, &mem, decisions, dopts, &name, json)
 }
 
 fn run_minidump(
     bytes: Vec<u8>,
     options: &LoadOptions,
     decisions: &Decisions,
+    dopts: &DispatchOptions,
     json: bool,
 ) -> Result<Vec<String>, String> {
     let target = Target::from_bytes(bytes, options).map_err(|e| e.to_string())?;
@@ -267,7 +302,15 @@ fn run_minidump(
                 _ => None,
             })
     };
-    resolve(&images, &fault, &target.memory, decisions, &name, json)
+    resolve(
+        &images,
+        &fault,
+        &target.memory,
+        decisions,
+        dopts,
+        &name,
+        json,
+    )
 }
 
 fn resolve(
@@ -275,10 +318,11 @@ fn resolve(
     fault: &Fault,
     mem: &dyn MemoryReader,
     decisions: &Decisions,
+    dopts: &DispatchOptions,
     name: &dyn Fn(u64) -> Option<String>,
     json: bool,
 ) -> Result<Vec<String>, String> {
-    let resolver = ExceptionResolver::new(images, DispatchOptions::default());
+    let resolver = ExceptionResolver::new(images, *dopts);
     let d = resolver
         .dispatch(fault, mem, decisions)
         .map_err(|e| e.to_string())?;

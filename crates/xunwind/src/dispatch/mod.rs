@@ -21,8 +21,8 @@ mod windows;
 pub use images::{CodeImages, FunctionRef, PeModule};
 pub use linux::{KernelFixup, KernelResolution, KernelResolver};
 pub use windows::{
-    gcc_thrown_type, Decisions, DispatchOptions, ExceptionResolver, Fault, EH_EXCEPTION_NUMBER,
-    STATUS_GCC_THROW,
+    gcc_thrown_type, Decisions, DispatchOptions, ExceptionResolver, Fault, ScopeRules,
+    EH_EXCEPTION_NUMBER, STATUS_GCC_THROW,
 };
 
 use core::fmt;

@@ -48,6 +48,24 @@ pub struct DispatchOptions {
     pub max_frames: usize,
     /// `RtlVirtualUnwind` options.
     pub unwind: UnwindOptions,
+    /// Whose `__C_specific_handler` unwind rules to follow.
+    pub scope_rules: ScopeRules,
+}
+
+/// The termination-handler scan of `__C_specific_handler` during an unwind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScopeRules {
+    /// Windows (Microsoft's CRT and ntdll): in the target frame the scan stops at the
+    /// `__except` scope whose JumpTarget is the unwind's target, or at a scope that also holds
+    /// the target pc (split scopes included); `__finally` scopes before it run.
+    #[default]
+    Windows,
+    /// Wine 8: `__except` scopes are skipped, and the scan stops only at a `__finally` scope
+    /// whose range holds the target pc. So a `__finally` enclosing the `__try/__except` that
+    /// takes the exception runs during the unwind when the `__except` body lies outside that
+    /// `__finally`'s range (clang places it out of line): a Wine deviation, observed under
+    /// wine64 by `crates/xunwind/tests/dispatch_wine.rs`.
+    Wine8,
 }
 
 impl Default for DispatchOptions {
@@ -55,6 +73,7 @@ impl Default for DispatchOptions {
         DispatchOptions {
             max_frames: 256,
             unwind: UnwindOptions::default(),
+            scope_rules: ScopeRules::Windows,
         }
     }
 }
@@ -481,22 +500,29 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                             if !r.contains(rva) {
                                 continue;
                             }
-                            // At the target frame, a scope that also holds the target pc (or
-                            // a split piece of it) is not being left: stop.
-                            if is_target
-                                && records.iter().any(|o| {
-                                    o.contains(target_rva)
-                                        && o.jump_target == r.jump_target
-                                        && o.handler == r.handler
-                                })
-                            {
+                            let stop = match self.options.scope_rules {
+                                // At the target frame, a scope that also holds the target pc
+                                // (or a split piece of it) is not being left; nor is the
+                                // __except scope whose handler is the target.
+                                ScopeRules::Windows => {
+                                    (is_target
+                                        && records.iter().any(|o| {
+                                            o.contains(target_rva)
+                                                && o.jump_target == r.jump_target
+                                                && o.handler == r.handler
+                                        }))
+                                        || (r.jump_target != 0
+                                            && is_target
+                                            && target_rva == r.jump_target)
+                                }
+                                ScopeRules::Wine8 => {
+                                    r.jump_target == 0 && is_target && r.contains(target_rva)
+                                }
+                            };
+                            if stop {
                                 break;
                             }
-                            if r.jump_target != 0 {
-                                if is_target && target_rva == r.jump_target {
-                                    break;
-                                }
-                            } else {
+                            if r.jump_target == 0 {
                                 events.push(Event::Finally {
                                     frame: n,
                                     function,
