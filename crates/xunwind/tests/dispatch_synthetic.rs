@@ -57,10 +57,6 @@ impl Img {
         self.next_info += (info.len() as u32 + 3) & !3;
     }
 
-    fn put(&mut self, at: u32, data: &[u8]) {
-        self.bytes[at as usize..at as usize + data.len()].copy_from_slice(data);
-    }
-
     fn finish(mut self) -> Vec<u8> {
         self.pdata.sort_by_key(|f| f.begin);
         let mut at = 0x3000usize;
@@ -445,15 +441,10 @@ fn gcc_cleanups_then_the_matching_catch() {
     let mid = lsda(&[(0x8, 0x8, 0x50, 1)], &[1, 1, 0, 0], &[CHAR_TI]);
     // low: cleanup only (action 0) -> lp 0x1250.
     let low = lsda(&[(0x8, 0x8, 0x50, 0)], &[], &[]);
+    // The LSDA is the handler data itself, as g++ writes it.
     for (k, data) in [top, mid, low].into_iter().enumerate() {
-        let at = 0x2800 + 0x100 * k as u32;
-        m.put(at, &data);
         let begin = 0x1000 + 0x100 * k as u32;
-        m.func(
-            begin,
-            begin + 0x100,
-            uinfo(Some((GXX_HANDLER, at.to_le_bytes().to_vec()))),
-        );
+        m.func(begin, begin + 0x100, uinfo(Some((GXX_HANDLER, data))));
     }
     m.func(0x1300, 0x1380, uinfo(None));
     let n = m.pdata.len() as u32;

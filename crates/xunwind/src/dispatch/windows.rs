@@ -64,7 +64,7 @@ pub enum ScopeRules {
     /// whose range holds the target pc. So a `__finally` enclosing the `__try/__except` that
     /// takes the exception runs during the unwind when the `__except` body lies outside that
     /// `__finally`'s range (clang places it out of line): a Wine deviation, observed under
-    /// wine64 by `crates/xunwind/tests/dispatch_wine.rs`.
+    /// wine64 by `crates/xunwind-cli/tests/dispatch_wine.rs`.
     Wine8,
 }
 
@@ -400,9 +400,10 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
         mem: &dyn MemoryReader,
     ) -> Result<CxxFound, DispatchError> {
         let err = |e: String| DispatchError::LanguageData(h.data, e);
-        let data_rva = h.data.wrapping_sub(f.base) as u32;
-        let lsda_rva = f.image.read_u32(data_rva).map_err(|e| err(e.to_string()))?;
-        let lsda_addr = f.base.wrapping_add(lsda_rva as u64);
+        // GCC writes the LSDA itself as the handler data (`.seh_handlerdata` then the table),
+        // and libgcc's _Unwind_GetLanguageSpecificData returns HandlerData as is.
+        let lsda_rva = h.data.wrapping_sub(f.base) as u32;
+        let lsda_addr = h.data;
         let func = f.base.wrapping_add(f.function.begin as u64);
         let lsda = Lsda::parse(f.image.bytes_at(lsda_rva), lsda_addr, func)
             .map_err(|e| err(e.to_string()))?;
