@@ -200,7 +200,7 @@ fn executable_ranges(data: &[u8]) -> Vec<(u32, u32)> {
     let Ok(table) = nt.sections(data, off) else {
         return Vec::new();
     };
-    table
+    let mut ranges: Vec<(u32, u32)> = table
         .iter()
         .filter(|s| s.characteristics.get(LE) & pe::IMAGE_SCN_MEM_EXECUTE != 0)
         .map(|s| {
@@ -209,8 +209,26 @@ fn executable_ranges(data: &[u8]) -> Vec<(u32, u32)> {
             (va.min(size), va.saturating_add(len).min(size))
         })
         .filter(|(b, e)| b < e)
-        .collect()
+        .collect();
+    ranges.sort_unstable();
+    ranges.dedup_by(|next, prev| {
+        let touch = next.0 <= prev.1;
+        if touch {
+            prev.1 = prev.1.max(next.1);
+        }
+        touch
+    });
+    // Scanning tests every candidate word against these ranges; a hostile image with thousands
+    // of code sections is treated as one span of code instead.
+    if ranges.len() > MAX_CODE_RANGES {
+        let (b, e) = (ranges[0].0, ranges.iter().map(|r| r.1).max().unwrap_or(0));
+        ranges = vec![(b, e)];
+    }
+    ranges
 }
+
+/// Most separate executable ranges kept per module.
+const MAX_CODE_RANGES: usize = 64;
 
 /// Whether a file's headers match the dump's record of the module (zero fields are unknown).
 fn matches_record(data: &[u8], m: &RawModule) -> bool {
@@ -334,4 +352,75 @@ pub(crate) fn module_unwinder<'t>(
         walker,
         executable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PE32+ headers with the given (va, size, executable) sections and SizeOfImage.
+    fn headers(sections: &[(u32, u32, bool)], size_of_image: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 0x40];
+        b[0..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        b.extend_from_slice(b"PE\0\0");
+        let mut fh = [0u8; 20];
+        fh[0..2].copy_from_slice(&0x8664u16.to_le_bytes());
+        fh[2..4].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        fh[16..18].copy_from_slice(&240u16.to_le_bytes());
+        b.extend_from_slice(&fh);
+        let mut opt = [0u8; 240];
+        opt[0..2].copy_from_slice(&0x20bu16.to_le_bytes());
+        opt[32..36].copy_from_slice(&0x1000u32.to_le_bytes());
+        opt[36..40].copy_from_slice(&0x200u32.to_le_bytes());
+        opt[56..60].copy_from_slice(&size_of_image.to_le_bytes());
+        opt[108..112].copy_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&opt);
+        for &(va, size, exec) in sections {
+            let mut s = [0u8; 40];
+            s[8..12].copy_from_slice(&size.to_le_bytes());
+            s[12..16].copy_from_slice(&va.to_le_bytes());
+            let flags: u32 = if exec { 0x6000_0020 } else { 0x4000_0040 };
+            s[36..40].copy_from_slice(&flags.to_le_bytes());
+            b.extend_from_slice(&s);
+        }
+        b
+    }
+
+    #[test]
+    fn executable_ranges_merge_clip_and_cap() {
+        let h = headers(
+            &[
+                (0x3000, 0x100, true),
+                (0x1000, 0x1000, true),
+                (0x2000, 0x800, true),
+                (0x2800, 0x100, false),
+                (0x4000, 0x2000, true),
+            ],
+            0x5000,
+        );
+        assert_eq!(
+            executable_ranges(&h),
+            vec![(0x1000, 0x2800), (0x3000, 0x3100), (0x4000, 0x5000)]
+        );
+        let many: Vec<(u32, u32, bool)> =
+            (0..100).map(|i| (0x1000 + 0x20 * i, 0x10, true)).collect();
+        assert_eq!(
+            executable_ranges(&headers(&many, 0x10_0000)),
+            vec![(0x1000, 0x1c70)]
+        );
+        assert_eq!(executable_ranges(&h[..0x50]), vec![]);
+    }
+
+    #[test]
+    fn wine_z_drive_and_file_names() {
+        assert_eq!(
+            wine_unix_path("Z:\\tmp\\x\\prog.exe"),
+            Some(PathBuf::from("/tmp/x/prog.exe"))
+        );
+        assert_eq!(wine_unix_path("C:\\windows\\system32\\ntdll.dll"), None);
+        assert_eq!(file_name("C:\\windows\\system32\\ntdll.dll"), "ntdll.dll");
+        assert_eq!(file_name("/usr/lib/libc.so.6"), "libc.so.6");
+        assert_eq!(file_name("plain"), "plain");
+    }
 }
