@@ -105,11 +105,16 @@ fn observe(exe: &str, mode: &str) -> Observed {
         match w.as_slice() {
             ["T", t] => thrown = Some(format!("0x{t}")),
             ["R", "done"] => {}
-            ["R", kind, function, rest @ ..] if steps.last().is_none_or(|s: &Step| {
-                s.0 != "except" && s.0 != "catch"
-            }) =>
+            ["R", kind, function, rest @ ..]
+                if steps
+                    .last()
+                    .is_none_or(|s: &Step| s.0 != "except" && s.0 != "catch") =>
             {
-                steps.push((kind.to_string(), function.to_string(), rest.first().map(|r| r.to_string())))
+                steps.push((
+                    kind.to_string(),
+                    function.to_string(),
+                    rest.first().map(|r| r.to_string()),
+                ))
             }
             _ => {}
         }
@@ -156,11 +161,7 @@ fn num_field(line: &str, key: &str) -> Option<usize> {
 /// Predicts from `input` args, feeding filter results in phase-1 order from `observed`.
 /// Returns the JSON lines.
 fn predict(base: &[&str], observed: &Observed) -> Vec<String> {
-    let filters: Vec<&Step> = observed
-        .steps
-        .iter()
-        .filter(|s| s.0 == "filter")
-        .collect();
+    let filters: Vec<&Step> = observed.steps.iter().filter(|s| s.0 == "filter").collect();
     let mut given: Vec<String> = Vec::new();
     for _ in 0..=filters.len() {
         let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
@@ -190,7 +191,9 @@ fn predict(base: &[&str], observed: &Observed) -> Vec<String> {
 fn steps(lines: &[String]) -> Vec<Step> {
     lines
         .iter()
-        .filter(|l| !(field(l, "kind").as_deref() == Some("filter") && l.contains("\"address\":null")))
+        .filter(|l| {
+            !(field(l, "kind").as_deref() == Some("filter") && l.contains("\"address\":null"))
+        })
         .map(|l| {
             (
                 field(l, "kind").unwrap_or_default(),
@@ -241,7 +244,13 @@ fn check(exe: &str, mode: &str, compat: &str) -> (Observed, Vec<Step>, Vec<Step>
         "--modules",
         dlls.to_str().unwrap(),
     ];
-    let mut from_ctx = vec!["dispatch", "--context", &ctx, "--modules", dlls.to_str().unwrap()];
+    let mut from_ctx = vec![
+        "dispatch",
+        "--context",
+        &ctx,
+        "--modules",
+        dlls.to_str().unwrap(),
+    ];
     if let Some(t) = &obs.thrown {
         from_dump.extend(["--thrown-type", t]);
     }
@@ -250,7 +259,10 @@ fn check(exe: &str, mode: &str, compat: &str) -> (Observed, Vec<Step>, Vec<Step>
     let d = predict(&from_dump, &obs);
     let c = predict(&from_ctx, &obs);
     frames_agree_with_stack(&dump, &d);
-    assert_eq!(d, c, "{exe} {mode}: the minidump and the context file disagree");
+    assert_eq!(
+        d, c,
+        "{exe} {mode}: the minidump and the context file disagree"
+    );
     let predicted = steps(&d);
     let observed = obs.steps.clone();
     (obs, predicted, observed)
@@ -283,7 +295,10 @@ fn seh_accepting_filter_shows_the_wine_scope_deviation() {
         .position(|s| *s == deviation)
         .expect("Wine runs middle's enclosing __finally");
     without.remove(at);
-    assert_eq!(windows, without, "Windows stops at the target __except scope");
+    assert_eq!(
+        windows, without,
+        "Windows stops at the target __except scope"
+    );
 }
 
 #[test]

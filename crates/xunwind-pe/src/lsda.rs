@@ -699,10 +699,8 @@ mod tests {
         for n in 0..d.len() {
             let cut = &d[..n];
             if let Ok(l) = Lsda::parse(cut, addr, 0) {
-                for cs in l.call_sites() {
-                    if let Ok(cs) = cs {
-                        let _ = l.actions(cs.action, &|_| None);
-                    }
+                for cs in l.call_sites().flatten() {
+                    let _ = l.actions(cs.action, &|_| None);
                 }
             }
         }

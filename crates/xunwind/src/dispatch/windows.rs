@@ -583,7 +583,7 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
     }
 }
 
-/// The thrown type of a libgcc C++ exception: ExceptionInformation[0] is the
+/// The thrown type of a libgcc C++ exception: `ExceptionInformation[0]` is the
 /// `_Unwind_Exception`, the last member of libstdc++'s `__cxa_exception`, whose first member
 /// (80 bytes before it on x64) is the `type_info` pointer. Only for primary exceptions
 /// (class `GNUCC++\0`).
