@@ -1,11 +1,14 @@
 //! Arbitrary unwind-info bytes, an arbitrary register context and arbitrary stack memory:
-//! `RtlVirtualUnwind` and the `FrameWalker` step must return, never panic or hang.
+//! `RtlVirtualUnwind` and the `FrameWalker` step must return, never panic or hang; and the
+//! compiled fast path (`CompiledFunction`, `PeUnwinder::virtual_unwind`) must give exactly the
+//! reference's result, registers and context pointers.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use xunwind_core::{ContextPointers, FrameWalker, PcKind, Reg, Regs, SliceMemory};
 use xunwind_pe::{
-    virtual_unwind, EpilogFrameRule, PeImage, PeUnwinder, RuntimeFunction, UnwindOptions,
+    virtual_unwind, CompiledFunction, EpilogFrameRule, PeImage, PeUnwinder, RuntimeFunction,
+    UnwindOptions,
 };
 
 const BASE: u64 = 0x1_8000_0000;
@@ -47,15 +50,19 @@ fuzz_target!(|data: &[u8]| {
         };
     }
     let mem = SliceMemory::new(STACK, stack);
+    let compiled = CompiledFunction::new(&img, f);
+    let pc_rva = (pc - BASE) as u32;
+    let looked_up = img.lookup_function_entry(pc_rva);
     for rule in [EpilogFrameRule::FrameRegister, EpilogFrameRule::ReturnSlot] {
         let opts = UnwindOptions {
             epilog_frame: rule,
             ..UnwindOptions::default()
         };
+        let cached = PeUnwinder::new(img.clone(), BASE).with_options(opts);
         for ty in 0..4u8 {
             let mut regs = Regs::with_gprs(pc, gpr);
             let mut ptrs = ContextPointers::new();
-            let _ = virtual_unwind(
+            let want = virtual_unwind(
                 &img,
                 BASE,
                 f,
@@ -66,6 +73,47 @@ fuzz_target!(|data: &[u8]| {
                 &mem,
                 &opts,
             );
+            if let Some(c) = &compiled {
+                let mut regs2 = Regs::with_gprs(pc, gpr);
+                let mut ptrs2 = ContextPointers::new();
+                let got = c.unwind(
+                    &img,
+                    BASE,
+                    pc,
+                    &mut regs2,
+                    Some(&mut ptrs2),
+                    ty,
+                    &mem,
+                    &opts,
+                );
+                assert_eq!(got, want);
+                assert_eq!(regs2, regs);
+                assert_eq!(ptrs2, ptrs);
+            }
+            // The cached unwinder on the entry the pc's lookup finds, twice (cold, then warm).
+            if let Some(g) = looked_up {
+                let mut regs = Regs::with_gprs(pc, gpr);
+                let mut ptrs = ContextPointers::new();
+                let want = virtual_unwind(
+                    &img,
+                    BASE,
+                    g,
+                    pc,
+                    &mut regs,
+                    Some(&mut ptrs),
+                    ty,
+                    &mem,
+                    &opts,
+                );
+                for _ in 0..2 {
+                    let mut regs2 = Regs::with_gprs(pc, gpr);
+                    let mut ptrs2 = ContextPointers::new();
+                    let got = cached.virtual_unwind(pc, pc, &mut regs2, Some(&mut ptrs2), ty, &mem);
+                    assert_eq!(got, want.map(Some));
+                    assert_eq!(regs2, regs);
+                    assert_eq!(ptrs2, ptrs);
+                }
+            }
         }
     }
     // A short walk through the generic interface, bounded by construction.

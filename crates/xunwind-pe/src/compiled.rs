@@ -42,14 +42,49 @@ enum Kind {
     MachFrame,
 }
 
-/// One decoded unwind code (or the start of a chain level), 8 bytes.
+/// One decoded unwind code (or the start of a chain level), 8 bytes. After the codes, the
+/// same array holds the epilog pcs, [`EPILOG_OPS`] words each, so that one function's rules
+/// are one allocation (fewer cache misses on the first step through it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Op {
     kind: Kind,
     /// The code's prolog offset (CodeOffset).
     at: u8,
     reg: u8,
+    x: u8,
     imm: u32,
+}
+
+/// Words of an encoded [`EpilogAt`].
+const EPILOG_OPS: usize = 4;
+
+impl EpilogAt {
+    fn encode(&self) -> [Op; EPILOG_OPS] {
+        let w = |at, reg, x, imm| Op {
+            kind: Kind::Level,
+            at,
+            reg,
+            x,
+            imm,
+        };
+        [
+            w(self.adjust, self.lea_reg, self.pop_count, self.offset),
+            w(0, 0, 0, self.imm as u32),
+            w(0, 0, 0, self.pops as u32),
+            w(0, 0, 0, (self.pops >> 32) as u32),
+        ]
+    }
+
+    fn decode(w: &[Op]) -> EpilogAt {
+        EpilogAt {
+            offset: w[0].imm,
+            adjust: w[0].at,
+            lea_reg: w[0].reg,
+            pop_count: w[0].x,
+            imm: w[1].imm as i32,
+            pops: w[2].imm as u64 | (w[3].imm as u64) << 32,
+        }
+    }
 }
 
 /// A pc of the function that starts an epilog (version 1), and what the epilog does from there.
@@ -88,10 +123,31 @@ pub struct CompiledFunction {
     handler: Option<(u32, u32)>,
     /// Offsets `prolog_size..scanned_end` were searched for epilogs when compiling.
     scanned_end: u32,
-    ops: Box<[Op]>,
-    /// Sorted by offset.
-    epilogs: Box<[EpilogAt]>,
+    /// Number of ops at the start of `code`.
+    n_ops: u32,
+    /// Where the epilog pcs start in `code`.
+    epi_start: u32,
+    /// The body program (see [`CompiledFunction::body`]): `code[n_ops..epi_start]` holds its
+    /// loads; `None` when the codes do not reduce to one.
+    body: Option<Body>,
+    /// The ops, the body loads, then the epilog pcs (sorted by offset, [`EPILOG_OPS`] words
+    /// each).
+    code: Box<[Op]>,
 }
+
+/// Past the prolog and outside epilogs, an unwind of simple codes is a fixed set of loads: each
+/// register from a constant offset off the stack pointer (or off the frame register, when
+/// SET_FPREG comes first) or off the establisher frame, then the return address.
+#[derive(Clone, Copy, Debug)]
+struct Body {
+    /// SET_FPREG first: the base is this register minus the offset, else rsp.
+    fp: Option<(Reg, u32)>,
+    /// Where the return address lies, from the base.
+    ret: u64,
+}
+
+/// Most loads of a body program (more: the general loop runs).
+const MAX_BODY_LOADS: usize = 16;
 
 impl CompiledFunction {
     /// Decodes the rules of `function` (an entry of `image`, possibly indirect) and finds its
@@ -114,6 +170,7 @@ impl CompiledFunction {
                 kind: Kind::Level,
                 at: cur.prolog_size(),
                 reg: 0,
+                x: 0,
                 imm: cur_fn.begin,
             });
             for c in cur.codes() {
@@ -122,6 +179,7 @@ impl CompiledFunction {
                     kind,
                     at: c.offset,
                     reg,
+                    x: 0,
                     imm,
                 };
                 ops.push(match c.op {
@@ -180,23 +238,59 @@ impl CompiledFunction {
             primary_begin: cur_fn.begin,
             handler,
             scanned_end: 0,
-            ops: ops.into_boxed_slice(),
-            epilogs: Box::new([]),
+            n_ops: ops.len() as u32,
+            epi_start: ops.len() as u32,
+            body: None,
+            code: Box::new([]),
         };
-        out.find_epilogs(image);
+        out.body = Self::body(&mut ops);
+        out.epi_start = ops.len() as u32;
+        out.find_epilogs(image, &mut ops);
+        out.code = ops.into_boxed_slice();
         Some(out)
+    }
+
+    /// Reduces a single-level list of PUSH_NONVOL (not rsp), ALLOC, SAVE_NONVOL (not rsp) and a
+    /// leading SET_FPREG to its loads, appended to `ops`. Anything else (xmm, machine frames,
+    /// chains, writes to rsp other than the adjustments) keeps the general loop.
+    fn body(ops: &mut Vec<Op>) -> Option<Body> {
+        let n = ops.len();
+        let mut fp = None;
+        let mut delta = 0u64;
+        let mut loads = Vec::new();
+        for (i, op) in ops.iter().enumerate().skip(1) {
+            let r = Reg::from_number(op.reg);
+            match op.kind {
+                Kind::SetFp if i == 1 => fp = Some((r, op.imm)),
+                Kind::Push if r != Reg::Rsp => {
+                    loads.push(Op { imm: 0, ..*op });
+                    loads.last_mut()?.imm = delta as u32;
+                    if delta > u32::MAX as u64 {
+                        return None;
+                    }
+                    delta = delta.wrapping_add(8);
+                }
+                Kind::Alloc => delta = delta.wrapping_add(op.imm as u64),
+                Kind::Save if r != Reg::Rsp => loads.push(*op),
+                _ => return None,
+            }
+        }
+        if loads.len() > MAX_BODY_LOADS || n == 0 {
+            return None;
+        }
+        ops.extend(loads);
+        Some(Body { fp, ret: delta })
     }
 
     /// Runs the epilog grammar at every pc past the prolog once, so that unwinding never
     /// reads code bytes for pcs of the function.
-    fn find_epilogs(&mut self, image: &PeImage<'_>) {
+    fn find_epilogs(&mut self, image: &PeImage<'_>, out: &mut Vec<Op>) {
         let len = self.function.end.wrapping_sub(self.function.begin);
         if !self.has_codes || len > MAX_SCANNED_FUNCTION {
             return;
         }
         let begin = self.function.begin;
         let code = image.bytes_at(begin);
-        let mut found = Vec::new();
         for offset in self.prolog_size as u32..len {
             let pc_rva = begin.wrapping_add(offset);
             let at = match code.get(offset as usize..) {
@@ -226,17 +320,36 @@ impl CompiledFunction {
                 .iter()
                 .enumerate()
                 .fold(0u64, |acc, (i, r)| acc | (r.number() as u64) << (4 * i));
-            found.push(EpilogAt {
-                offset,
-                adjust,
-                lea_reg,
-                pop_count: ep.pop_count,
-                imm,
-                pops,
-            });
+            out.extend(
+                EpilogAt {
+                    offset,
+                    adjust,
+                    lea_reg,
+                    pop_count: ep.pop_count,
+                    imm,
+                    pops,
+                }
+                .encode(),
+            );
         }
-        self.epilogs = found.into_boxed_slice();
         self.scanned_end = len;
+    }
+
+    /// The epilog starting at `offset`, if any (binary search over the encoded epilog pcs).
+    #[inline]
+    fn epilog_at(&self, offset: u32) -> Option<EpilogAt> {
+        let epi = &self.code[self.epi_start as usize..];
+        let (mut lo, mut hi) = (0, epi.len() / EPILOG_OPS);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let w = &epi[mid * EPILOG_OPS..(mid + 1) * EPILOG_OPS];
+            match w[0].imm.cmp(&offset) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(EpilogAt::decode(w)),
+            }
+        }
+        None
     }
 
     /// The function entry (after indirection) these rules belong to.
@@ -246,7 +359,7 @@ impl CompiledFunction {
 
     /// Number of pcs of the function that start an epilog (found when compiled).
     pub fn epilog_pcs(&self) -> usize {
-        self.epilogs.len()
+        (self.code.len() - self.epi_start as usize) / EPILOG_OPS
     }
 
     /// [`virtual_unwind`] for this function: same arguments, same results, same errors, same
@@ -306,12 +419,12 @@ impl CompiledFunction {
         if !in_prolog && self.has_codes {
             let hit = if offset < self.scanned_end {
                 // Epilog pcs were found when compiling: no code bytes to read.
-                match self.epilogs.binary_search_by_key(&offset, |e| e.offset) {
-                    Ok(i) => {
-                        apply_epilog_at(&self.epilogs[i], regs, &mut pointers, mem)?;
+                match self.epilog_at(offset) {
+                    Some(ep) => {
+                        apply_epilog_at(&ep, regs, &mut pointers, mem)?;
                         true
                     }
-                    Err(_) => false,
+                    None => false,
                 }
             } else {
                 // Outside the scanned range (a pc past the end, a long function): the grammar,
@@ -337,9 +450,54 @@ impl CompiledFunction {
             }
         }
 
+        // The body program: all loads first, committed only if every one succeeds (an error
+        // falls through to the general loop, which leaves the registers as Windows does).
+        if let (Some(body), false) = (self.body, in_prolog) {
+            let base = match body.fp {
+                Some((fr, off)) => reg(regs, fr)?.wrapping_sub(off as u64),
+                None => rsp,
+            };
+            let loads = &self.code[self.n_ops as usize..self.epi_start as usize];
+            let mut vals = [0u64; MAX_BODY_LOADS];
+            let mut ok = true;
+            for (v, l) in vals.iter_mut().zip(loads) {
+                let from = if l.kind == Kind::Push {
+                    base
+                } else {
+                    frame_base
+                };
+                match mem.read_u64(from.wrapping_add(l.imm as u64)) {
+                    Ok(x) => *v = x,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            let ret_at = base.wrapping_add(body.ret);
+            if let (true, Ok(rip)) = (ok, mem.read_u64(ret_at)) {
+                for (v, l) in vals.iter().zip(loads) {
+                    let r = Reg::from_number(l.reg);
+                    let from = if l.kind == Kind::Push {
+                        base
+                    } else {
+                        frame_base
+                    };
+                    regs.set(r, *v);
+                    if let Some(p) = &mut pointers {
+                        p.set_gpr(r, from.wrapping_add(l.imm as u64));
+                    }
+                }
+                regs.set_rip(rip);
+                regs.set(Reg::Rsp, ret_at.wrapping_add(8));
+                self.handler_into(pc_rva, handler_type, &mut out);
+                return Ok(out);
+            }
+        }
+
         let mut cur_offset = offset;
         let mut partial = false;
-        for op in self.ops.iter() {
+        for op in &self.code[..self.n_ops as usize] {
             if op.kind == Kind::Level {
                 cur_offset = pc_rva.wrapping_sub(op.imm);
                 partial = cur_offset < op.at as u32;
@@ -389,12 +547,18 @@ impl CompiledFunction {
             regs.set_rip(mem.read_u64(sp)?);
             regs.set(Reg::Rsp, sp.wrapping_add(8));
         }
+        self.handler_into(pc_rva, handler_type, &mut out);
+        Ok(out)
+    }
+
+    /// The primary entry's handler, when asked for and past its prolog.
+    #[inline]
+    fn handler_into(&self, pc_rva: u32, handler_type: u8, out: &mut VirtualUnwind) {
         let primary_offset = pc_rva.wrapping_sub(self.primary_begin);
         if handler_type & self.primary_flags != 0 && primary_offset >= self.primary_prolog as u32 {
             out.handler = self.handler;
             out.handler_flags = self.primary_flags & (UNW_FLAG_EHANDLER | UNW_FLAG_UHANDLER);
         }
-        Ok(out)
     }
 }
 
@@ -545,6 +709,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn epilog_encoding_round_trips() {
+        let e = EpilogAt {
+            offset: 0x1234_5678,
+            adjust: 2,
+            lea_reg: 13,
+            pop_count: 16,
+            imm: -0x80,
+            pops: 0xfedc_ba98_7654_3210,
+        };
+        assert_eq!(EpilogAt::decode(&e.encode()), e);
     }
 
     #[test]

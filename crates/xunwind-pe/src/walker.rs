@@ -34,7 +34,7 @@ enum Slot {
     /// Not compiled (malformed, version 2, too long): the reference `virtual_unwind` runs.
     Reference(RuntimeFunction),
     /// Compiled rules.
-    Compiled(Box<CompiledFunction>),
+    Compiled(CompiledFunction),
 }
 
 /// One lazily filled slot per `.pdata` entry.
@@ -95,7 +95,7 @@ impl<'a> PeUnwinder<'a> {
                 return Slot::NoEntry;
             };
             match CompiledFunction::new(&self.image, entry) {
-                Some(c) => Slot::Compiled(Box::new(c)),
+                Some(c) => Slot::Compiled(c),
                 None => Slot::Reference(entry),
             }
         }))
