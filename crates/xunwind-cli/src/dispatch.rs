@@ -427,7 +427,7 @@ fn resolve(
                 .str("address", &a(*address))
                 .opt_str("type_info", type_info.map(a).as_deref());
             format!(
-                "catch: frame {frame} {} landing pad {} ({})",
+                "catch: frame {frame} {} handler {} ({})",
                 f.as_deref().unwrap_or("?"),
                 a(*address),
                 type_info.map_or("catch (...)".to_string(), |t| format!("type_info {t:#x}"))

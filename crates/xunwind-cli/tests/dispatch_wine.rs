@@ -6,7 +6,8 @@
 //! results are fed from what the program printed, in phase-1 order, and the thrown C++ type from
 //! its `T` line (the context file carries the exception object, so there it is derived).
 //!
-//! One Wine deviation is observed and asserted: Wine 8's `__C_specific_handler` runs a
+//! Fixtures: SEH (`__C_specific_handler`), mingw g++ (`__gxx_personality_seh0`) and clang MSVC
+//! C++ (`__CxxFrameHandler3`, Wine's msvcrt). One Wine deviation is observed and asserted: Wine 8's `__C_specific_handler` runs a
 //! `__finally` that encloses the `__try/__except` taking the exception (`seh accept`); Windows'
 //! stops at the target `__except` scope. `--compat wine8` predicts Wine; the default (Windows)
 //! prediction differs by exactly that line.
@@ -310,5 +311,22 @@ fn gcc_cleanups_and_catch_match_wine() {
     assert!(obs.thrown.is_some());
     assert_eq!(predicted, observed);
     assert_eq!(observed.iter().filter(|s| s.0 == "cleanup").count(), 5);
+    assert_eq!(observed.last().map(|s| s.0.as_str()), Some("catch"));
+}
+
+#[test]
+fn msvc_cxx_frame_handler3_matches_wine() {
+    if !available() {
+        return;
+    }
+    // /EHs code ignores an access violation entirely: no destructor runs in cxxmid.
+    let (_, predicted, observed) = check("cxxmsvc", "seh", "windows");
+    assert_eq!(predicted, observed);
+    assert_eq!(observed.len(), 1, "{observed:?}");
+    // A thrown int: destructors frame by frame, the try body's in the catching frame, then the
+    // catch (matched by the ThrowInfo's catchable type names).
+    let (_, predicted, observed) = check("cxxmsvc", "throw", "windows");
+    assert_eq!(predicted, observed);
+    assert_eq!(observed.iter().filter(|s| s.0 == "cleanup").count(), 4);
     assert_eq!(observed.last().map(|s| s.0.as_str()), Some("catch"));
 }

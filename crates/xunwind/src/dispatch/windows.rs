@@ -98,6 +98,8 @@ struct Target {
     establisher: u64,
     ip: u64,
     outcome: Outcome,
+    /// An MSVC C++ catch: the frame is unwound to its try block's low state first.
+    try_low: Option<i32>,
 }
 
 enum Phase1 {
@@ -312,6 +314,7 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                                     function,
                                     address: target,
                                 },
+                                try_low: None,
                             }));
                         }
                     }
@@ -352,6 +355,7 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                             address: landing_pad,
                             type_info,
                         },
+                        try_low: None,
                     }),
                 })
             }
@@ -363,23 +367,66 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                 let fi = FuncInfo::parse(f.image, fi_rva)
                     .map_err(|e| DispatchError::LanguageData(h.data, e.to_string()))?;
                 let state = fi.state_at(pc.wrapping_sub(f.base) as u32);
+                let tries: Vec<_> = fi.try_blocks_at(state).collect();
                 // No try block around the state: the frame handler has nothing to offer.
-                let mut tries = fi.try_blocks_at(state).peekable();
-                if tries.peek().is_none() {
+                if tries.is_empty() {
                     return Ok(Phase1::Search);
                 }
-                let clauses: Vec<String> = tries
-                    .flat_map(|t| t.catches.iter())
-                    .map(|c| c.type_name.clone().unwrap_or_else(|| "...".into()))
-                    .collect();
-                Ok(Phase1::Stop(Outcome::Unsupported {
-                    frame: n,
-                    handler: h.address,
-                    what: format!(
-                        "MSVC C++ catch matching is not simulated (state {state}, clauses {})",
-                        clauses.join(", ")
-                    ),
-                }))
+                let cxx = fault.code == EH_EXCEPTION_NUMBER;
+                // Compiled with /EHs (synchronous): the handler ignores other exceptions.
+                if !cxx && synchronous_only(&fi) {
+                    return Ok(Phase1::Search);
+                }
+                let thrown = if cxx {
+                    self.msvc_thrown_types(fault, mem)
+                } else {
+                    None
+                };
+                for t in tries {
+                    for c in &t.catches {
+                        let ellipsis = c.type_descriptor == 0 || c.type_name.as_deref() == Some("");
+                        let hit = if cxx {
+                            if ellipsis {
+                                Some(true)
+                            } else {
+                                thrown.as_ref().map(|names| {
+                                    names.iter().any(|n| Some(n) == c.type_name.as_ref())
+                                })
+                            }
+                        } else {
+                            // A foreign (SEH) exception: only catch (...), and not the
+                            // "std" form that /EHs-era compilers mark with 0x40.
+                            Some(ellipsis && c.adjectives & 0x40 == 0)
+                        };
+                        match hit {
+                            Some(false) => {}
+                            None => {
+                                return Ok(Phase1::Stop(Outcome::NeedsType {
+                                    frame: n,
+                                    function,
+                                    type_info: f.base.wrapping_add(c.type_descriptor as u64),
+                                }))
+                            }
+                            Some(true) => {
+                                let funclet = f.base.wrapping_add(c.handler as u64);
+                                return Ok(Phase1::Unwind(Target {
+                                    frame: n,
+                                    establisher: s.establisher,
+                                    ip: funclet,
+                                    outcome: Outcome::Catch {
+                                        frame: n,
+                                        function,
+                                        address: funclet,
+                                        type_info: (c.type_descriptor != 0)
+                                            .then(|| f.base.wrapping_add(c.type_descriptor as u64)),
+                                    },
+                                    try_low: Some(t.try_low),
+                                }));
+                            }
+                        }
+                    }
+                }
+                Ok(Phase1::Search)
             }
             other => Ok(Phase1::Stop(Outcome::Unsupported {
                 frame: n,
@@ -436,19 +483,24 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
         mem.read_u64(addr).ok()
     }
 
-    /// The mangled name of a GCC `type_info` (its second word points at the name).
-    fn type_name(&self, type_info: u64, mem: &dyn MemoryReader) -> Option<String> {
-        let p = self.read_ptr(type_info.wrapping_add(8), mem)?;
+    /// A u32 from the image holding `addr`, else from memory.
+    fn read_u32_any(&self, addr: u64, mem: &dyn MemoryReader) -> Option<u32> {
+        if let Some((_, m)) = self.images.module_at(addr) {
+            return m.image.read_u32((addr - m.base) as u32).ok();
+        }
+        mem.read_u32(addr).ok()
+    }
+
+    /// A NUL-terminated string (at most 512 bytes) from an image, else from memory.
+    fn read_cstr(&self, p: u64, mem: &dyn MemoryReader) -> Option<String> {
         let mut s = Vec::new();
         for i in 0..512u64 {
-            let b = match self.images.module_at(p.wrapping_add(i)) {
-                Some((_, m)) => *m
-                    .image
-                    .bytes_at((p.wrapping_add(i) - m.base) as u32)
-                    .first()?,
+            let a = p.wrapping_add(i);
+            let b = match self.images.module_at(a) {
+                Some((_, m)) => *m.image.bytes_at((a - m.base) as u32).first()?,
                 None => {
                     let mut b = [0u8];
-                    mem.read(p.wrapping_add(i), &mut b).ok()?;
+                    mem.read(a, &mut b).ok()?;
                     b[0]
                 }
             };
@@ -458,6 +510,28 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
             s.push(b);
         }
         None
+    }
+
+    /// The decorated names of every type an MSVC C++ exception can be caught as: its
+    /// ThrowInfo's CatchableTypeArray (`ExceptionInformation`: magic, object, ThrowInfo,
+    /// image base; the ThrowInfo's fields are RVAs from that base).
+    pub fn msvc_thrown_types(&self, fault: &Fault, mem: &dyn MemoryReader) -> Option<Vec<String>> {
+        let (&info, &base) = (fault.parameters.get(2)?, fault.parameters.get(3)?);
+        let cta = base.wrapping_add(self.read_u32_any(info.wrapping_add(12), mem)? as u64);
+        let count = self.read_u32_any(cta, mem)?.min(64);
+        let mut names = Vec::new();
+        for i in 0..count as u64 {
+            let ct = base.wrapping_add(self.read_u32_any(cta + 4 + 4 * i, mem)? as u64);
+            let td = base.wrapping_add(self.read_u32_any(ct.wrapping_add(4), mem)? as u64);
+            names.push(self.read_cstr(td.wrapping_add(16), mem)?);
+        }
+        Some(names)
+    }
+
+    /// The mangled name of a GCC `type_info` (its second word points at the name).
+    fn type_name(&self, type_info: u64, mem: &dyn MemoryReader) -> Option<String> {
+        let p = self.read_ptr(type_info.wrapping_add(8), mem)?;
+        self.read_cstr(p, mem)
     }
 
     /// `RtlUnwindEx(TargetFrame, TargetIp)` from the fault: each frame's termination handler,
@@ -550,9 +624,20 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                             .map_err(|e| e.to_string())
                             .and_then(|r| FuncInfo::parse(f.image, r).map_err(|e| e.to_string()))
                             .map_err(|e| DispatchError::LanguageData(data, e))?;
-                        if !is_target {
+                        // Other frames unwind to the empty state; the catching frame to its try
+                        // block's low state (destructors of the try body), then the catch runs.
+                        // /EHs code does nothing at all for a non-C++ exception, not even
+                        // destructors (vcruntime and Wine's msvcrt agree).
+                        let to = if fault.code != EH_EXCEPTION_NUMBER && synchronous_only(&fi) {
+                            None
+                        } else if is_target {
+                            t.try_low
+                        } else {
+                            Some(-1)
+                        };
+                        if let Some(to) = to {
                             let state = fi.state_at(pc.wrapping_sub(f.base) as u32);
-                            for (_, action) in fi.unwind_actions(state, -1) {
+                            for (_, action) in fi.unwind_actions(state, to) {
                                 events.push(Event::Cleanup {
                                     frame: n,
                                     function,
@@ -581,6 +666,12 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
             target: t.establisher,
         })
     }
+}
+
+/// FuncInfo from /EHs code (magic 0x19930522 or later with EHFlags bit 0): its frame handler
+/// acts only on C++ exceptions.
+fn synchronous_only(fi: &FuncInfo) -> bool {
+    fi.magic >= 0x1993_0522 && fi.eh_flags & 1 != 0
 }
 
 /// The thrown type of a libgcc C++ exception: `ExceptionInformation[0]` is the
