@@ -3,7 +3,7 @@
 use crate::{gimli_reason, DwarfUnwinder, Fde, Reader};
 use gimli::{
     CfaRule, Encoding, EvaluationResult, EvaluationStorage, Location, Piece, Register,
-    RegisterRule, UnwindContext, UnwindExpression, UnwindSection, Value,
+    RegisterRule, UnwindExpression, UnwindSection, Value,
 };
 use xunwind_core::{
     ContextPointers, Handler, MemoryReader, PcKind, Reg, Regs, Step, Trust, UnwindError,
@@ -142,7 +142,7 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     u: &DwarfUnwinder<'d>,
     section: &S,
     fde: &Fde<'d>,
-    ctx: &mut UnwindContext<usize>,
+    ctx: &mut crate::Context,
     svma: u64,
     regs: &Regs,
     mem: &dyn MemoryReader,

@@ -102,9 +102,23 @@ pub enum IndexSource {
     None,
 }
 
+/// Row storage sized for x86-64: gimli's default holds 192 rules per row, and it copies whole
+/// rows on reset and `DW_CFA_remember_state`, which dominated a step. x86-64 CFI describes the
+/// 16 GPRs and the return address (glibc's signal frame: 17 rules; the psABI has no callee-saved
+/// xmm); more than 24 rules is an error (`TooManyRegisterRules`), reported as bad unwind info.
+pub struct X64Rows;
+
+impl<T: gimli::ReaderOffset> gimli::UnwindContextStorage<T> for X64Rows {
+    type Rules = [(gimli::Register, gimli::RegisterRule<T>); 24];
+    type Stack = [gimli::UnwindTableRow<T, Self>; 4];
+}
+
+/// The gimli context a step evaluates rows in.
+pub type Context = UnwindContext<usize, X64Rows>;
+
 /// Per-step scratch state: the gimli context and parsed CIEs, reused so a step does not allocate.
 struct Scratch<'d> {
-    ctx: UnwindContext<usize>,
+    ctx: Box<Context>,
     cies: Vec<(CfiSection, usize, Cie<'d>)>,
 }
 
@@ -193,7 +207,7 @@ impl<'d> DwarfUnwinder<'d> {
             d
         });
         let scratch = Scratch {
-            ctx: UnwindContext::new(),
+            ctx: Box::new(UnwindContext::new_in()),
             cies: Vec::with_capacity(CIE_CACHE),
         };
         let (eh_index, eh_source) = match (&eh_frame, sections.eh_frame) {
@@ -366,7 +380,7 @@ impl FrameWalker for DwarfUnwinder<'_> {
             Ok(s) => s,
             Err(_) => {
                 fresh = Scratch {
-                    ctx: UnwindContext::new(),
+                    ctx: Box::new(UnwindContext::new_in()),
                     cies: Vec::new(),
                 };
                 &mut fresh

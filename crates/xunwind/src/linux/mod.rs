@@ -312,7 +312,7 @@ fn modules_from_files(
             .file_name()
             .map_or_else(|| f.path.clone(), |n| n.to_string_lossy().into_owned());
         let located = locate(&f.path, &name, options);
-        let file = located.as_ref().and_then(|p| std::fs::read(p).ok());
+        let file = located.as_deref().and_then(read_module_file);
         let is_elf = match &file {
             Some(b) => b.starts_with(b"\x7fELF"),
             None => {
@@ -334,6 +334,23 @@ fn modules_from_files(
         });
     }
     modules
+}
+
+/// Most bytes read of one module file.
+const MAX_MODULE_FILE: u64 = 1 << 30;
+
+/// A module file's bytes: a regular, non-empty file of sane size (a core may name anything,
+/// `/proc/kcore` included).
+fn read_module_file(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() == 0 || meta.len() > MAX_MODULE_FILE {
+        return None;
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    f.take(meta.len()).read_to_end(&mut out).ok()?;
+    Some(out)
 }
 
 /// The recorded path if it exists here, else a file of the same name (any case) in a module dir.
