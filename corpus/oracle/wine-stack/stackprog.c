@@ -9,7 +9,8 @@
  *           handler writes the dump with MINIDUMP_EXCEPTION_INFORMATION (context at the fault).
  *   thread  leaf records the stack, then blocks in WaitForSingleObject while a second thread
  *           writes the dump (the blocked thread's context is inside ntdll).
- * The dump goes to XUNWIND_DUMP (default stack.dmp). Output on stdout, one line each:
+ * The dump goes to XUNWIND_DUMP (default stack.dmp), of type XUNWIND_DUMP_TYPE (hex; default 0,
+ * MiniDumpNormal: thread stacks, module list, exception). Output on stdout, one line each:
  *   F <hex>   a return address from RtlCaptureStackBackTrace(0, ...), innermost first
  *   T <hex>   the id of the thread that recorded them
  *   D <0|1>   whether MiniDumpWriteDump succeeded
@@ -81,6 +82,7 @@ static volatile int *volatile null_ptr;
 static int called;
 static char dump_path[MAX_PATH];
 static int thread_mode;
+static int dump_type = MiniDumpNormal;
 
 static void put(const char *s)
 {
@@ -114,8 +116,8 @@ static BOOL write_dump(EXCEPTION_POINTERS *ep)
     mei.ThreadId = GetCurrentThreadId();
     mei.ExceptionPointers = ep;
     mei.ClientPointers = FALSE;
-    ok = MiniDumpWriteDump(GetCurrentProcess(), GetCurrentProcessId(), f,
-                           MiniDumpNormal, ep ? &mei : NULL, NULL, NULL);
+    ok = MiniDumpWriteDump(GetCurrentProcess(), GetCurrentProcessId(), f, dump_type,
+                           ep ? &mei : NULL, NULL, NULL);
     CloseHandle(f);
     return ok;
 }
@@ -194,6 +196,13 @@ static int run(void)
         lstrcpyA(dump_path, "stack.dmp");
     if (GetEnvironmentVariableA("XUNWIND_MODE", mode, sizeof mode) && mode[0] == 't')
         thread_mode = 1;
+    /* A MINIDUMP_TYPE in hex, e.g. 2 for MiniDumpWithFullMemory. */
+    if (GetEnvironmentVariableA("XUNWIND_DUMP_TYPE", mode, sizeof mode)) {
+        const char *c;
+        dump_type = 0;
+        for (c = mode; *c; c++)
+            dump_type = dump_type * 16 + (*c <= '9' ? *c - '0' : (*c | 32) - 'a' + 10);
+    }
     if (thread_mode) {
         go_event = CreateEventA(NULL, FALSE, FALSE, NULL);
         done_event = CreateEventA(NULL, FALSE, FALSE, NULL);

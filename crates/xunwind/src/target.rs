@@ -223,7 +223,7 @@ impl Target {
             .modules
             .iter()
             .map(|m| match self.platform {
-                Platform::Windows => crate::windows::module_symbols(m, options),
+                Platform::Windows => crate::windows::module_symbols(m, &self.memory, options),
                 Platform::Linux => crate::linux::module_symbols(m, options),
             })
             .collect();

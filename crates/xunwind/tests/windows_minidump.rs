@@ -230,6 +230,16 @@ fn image_in_dump_memory_is_unwound_in_mapped_layout() {
         vec![BASE + 0x1004, BASE + 0x1117, BASE + 0x1460, OTHER + 0x123]
     );
     assert!(walk.frames[1..].iter().all(|f| f.trust == Trust::Pdata));
+    // Names from the mapped image's export table (the PDB and COFF data are not mapped).
+    let symbols = t.symbols(&LoadOptions::default());
+    let name = |a| {
+        symbols
+            .lookup(a)
+            .and_then(|l| l.symbol)
+            .map(|s| (s.name, s.offset))
+    };
+    assert_eq!(name(BASE + 0x1553), Some(("seh_except".into(), 0x33)));
+    assert_eq!(name(BASE + 0x10d4), Some(("touch".into(), 0xd4)));
 }
 
 #[test]

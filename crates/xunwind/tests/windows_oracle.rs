@@ -108,8 +108,17 @@ pub struct Recorded {
 
 /// Runs `exe` under wine64 in `mode` (`fault` or `thread`).
 pub fn run(exe: &Path, mode: &str) -> Recorded {
+    run_with(exe, mode, None)
+}
+
+/// As [`run`], with a MINIDUMP_TYPE (hex) other than MiniDumpNormal.
+pub fn run_with(exe: &Path, mode: &str, dump_type: Option<&str>) -> Recorded {
     let dump = exe.with_extension(format!("{mode}.dmp"));
-    let out = Command::new(oracle_dir().join("run.sh"))
+    let mut cmd = Command::new(oracle_dir().join("run.sh"));
+    if let Some(t) = dump_type {
+        cmd.env("XUNWIND_DUMP_TYPE", t);
+    }
+    let out = cmd
         .arg(exe)
         .arg(mode)
         .arg(&dump)

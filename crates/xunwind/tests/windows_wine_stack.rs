@@ -170,3 +170,42 @@ fn msvc_pdb_fault() {
 fn msvc_pdb_thread() {
     check("msvc", "stackprog-msvc.exe", "thread");
 }
+
+/// Opt-in (`XUNWIND_WINE_FULL_MEMORY=1`; Wine writes ~100 MB in ~30 s): a MiniDumpWithFullMemory
+/// dump walked with no module files at all — the exe is deleted after the run and no module
+/// directories are given — so every module is unwound from its image in the dump's memory
+/// (mapped layout) and named by its export table.
+#[test]
+fn gnu_o2_thread_full_memory_without_module_files() {
+    if std::env::var_os("XUNWIND_WINE_FULL_MEMORY").is_none_or(|v| v != "1") {
+        eprintln!("skipping: set XUNWIND_WINE_FULL_MEMORY=1 to run (about 30 s, 100 MB)");
+        return;
+    }
+    if !oracle::available("gnu") {
+        return;
+    }
+    let dir = oracle::build("gnu");
+    let exe = dir.join("full-memory.exe");
+    std::fs::copy(dir.join("stackprog-O2.exe"), &exe).unwrap();
+    let rec = oracle::run_with(&exe, "thread", Some("2"));
+    std::fs::remove_file(&exe).unwrap();
+    let t = Target::open(&rec.dump, &LoadOptions::default()).expect("open the dump");
+    assert!(t.modules.iter().all(|m| m.located.is_none()));
+    let thread = t.threads.iter().find(|th| th.id == rec.thread).unwrap();
+    let space = t.address_space();
+    let walk = StackWalker::default().walk(&space, &thread.regs, &t.memory);
+    let symbols = t.symbols(&LoadOptions::default());
+    let pcs: Vec<u64> = walk.frames.iter().map(|f| f.pc).collect();
+    let start = pcs
+        .iter()
+        .position(|&pc| pc == rec.frames[1])
+        .unwrap_or_else(|| panic!("recorded {:x?}, ours {pcs:x?}", rec.frames));
+    assert_eq!(pcs[start..], rec.frames[1..]);
+    assert_eq!(walk.stop, StopReason::EndOfStack);
+    assert!(walk.frames[1..].iter().all(|f| f.trust == Trust::Pdata));
+    let first = symbols
+        .lookup(pcs[0])
+        .and_then(|l| l.symbol)
+        .map(|s| s.name);
+    assert_eq!(first.as_deref(), Some("NtWaitForMultipleObjects"));
+}

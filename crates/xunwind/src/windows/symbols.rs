@@ -6,11 +6,12 @@ use crate::target::{CodeView, LoadOptions, ModuleImage, Symbol, Symbolize};
 use object::pe;
 use object::pe::ImageNtHeaders64;
 use object::read::coff::{CoffHeader, ImageSymbol as _};
-use object::read::pe::{ImageNtHeaders, PeFile64};
+use object::read::pe::{ExportTable, ImageNtHeaders, PeFile64};
 use object::{LittleEndian as LE, Object};
 use pdb::FallibleIterator;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use xunwind_core::RegionMemory;
 
 /// Where a symbol came from, in order of preference at the same address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,8 +66,11 @@ impl Symbolize for SymbolTable {
 }
 
 /// The symbols of a PE module (PDB found by its CodeView record, else COFF symbols and exports).
+///
+/// Without a file, an image the dump's memory holds whole is named by its exports.
 pub(crate) fn module_symbols<'t>(
     module: &'t ModuleImage,
+    memory: &RegionMemory<'static>,
     options: &LoadOptions,
 ) -> Option<Box<dyn Symbolize + 't>> {
     let file = module.file.as_deref();
@@ -84,7 +88,10 @@ pub(crate) fn module_symbols<'t>(
             }
         }
     }
-    let table = file.map(image_symbols)?;
+    let table = match file {
+        Some(f) => image_symbols(f),
+        None => mapped_exports(super::mapped_image(memory, module.base, module.size)?),
+    };
     (!table.is_empty()).then(|| Box::new(table) as Box<dyn Symbolize + 't>)
 }
 
@@ -197,21 +204,45 @@ fn image_symbols(data: &[u8]) -> SymbolTable {
     let mut entries = coff_functions(data);
     if let Ok(pe) = PeFile64::parse(data) {
         if let Ok(Some(table)) = pe.export_table() {
-            for (name_ptr, index) in table.name_iter() {
-                let (Ok(name), Ok(rva)) = (
-                    table.name_from_pointer(name_ptr),
-                    table.address_by_index(index.into()),
-                ) else {
-                    continue;
-                };
-                if !table.is_forward(rva) {
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    entries.push((rva, 0, Source::Export, name));
-                }
-            }
+            push_exports(&table, &mut entries);
         }
     }
     SymbolTable::new(entries)
+}
+
+/// The exports of an image in its mapped layout (byte i at RVA i).
+fn mapped_exports(image: &[u8]) -> SymbolTable {
+    let mut entries = Vec::new();
+    let dir = pe::ImageDosHeader::parse(image).ok().and_then(|dos| {
+        let mut off = dos.nt_headers_offset().into();
+        let (_, dirs) = ImageNtHeaders64::parse(image, &mut off).ok()?;
+        let d = dirs.get(pe::IMAGE_DIRECTORY_ENTRY_EXPORT)?;
+        Some((d.virtual_address.get(LE), d.size.get(LE)))
+    });
+    if let Some((va, size)) = dir {
+        let start = va as usize;
+        let data = image.get(start..start.saturating_add(size as usize).min(image.len()));
+        if let Some(Ok(table)) = data.map(|d| ExportTable::parse(d, va)) {
+            push_exports(&table, &mut entries);
+        }
+    }
+    SymbolTable::new(entries)
+}
+
+/// Named exports that are code addresses (forwarders name another DLL's function).
+fn push_exports(table: &ExportTable<'_>, entries: &mut Vec<(u32, u32, Source, String)>) {
+    for (name_ptr, index) in table.name_iter() {
+        let (Ok(name), Ok(rva)) = (
+            table.name_from_pointer(name_ptr),
+            table.address_by_index(index.into()),
+        ) else {
+            continue;
+        };
+        if !table.is_forward(rva) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            entries.push((rva, 0, Source::Export, name));
+        }
+    }
 }
 
 /// Function symbols of the COFF symbol table a PE file may carry (mingw links keep it):
