@@ -5,7 +5,8 @@
 //!   `EhHdrTable::lookup` over the same header; `std_partition_point` is the standard library's
 //!   binary search over a copy of the header's sorted initial locations.
 //! - `step/*`: one frame from nothing cached but the CIEs: `xunwind` is `DwarfUnwinder::step`
-//!   (lookup, FDE parse, row evaluation, register recovery from memory); `gimli` is
+//!   with its rule cache off (lookup, FDE parse, row evaluation, register recovery from memory);
+//!   `xunwind_rule_cache` the same step on a hit in the rule cache (64 hot addresses); `gimli` is
 //!   `EhHdrTable::unwind_info_for_address` (lookup, FDE and CIE parse, row evaluation) with a
 //!   reused `UnwindContext`, without even applying the row.
 //!
@@ -59,7 +60,10 @@ fn bench_library(c: &mut Criterion, path: &str) {
     let obj = object::File::parse(&*bytes).unwrap();
     let sec = |n: &str| obj.section_by_name(n).unwrap();
     let (eh_sec, hdr_sec) = (sec(".eh_frame"), sec(".eh_frame_hdr"));
-    let u = DwarfUnwinder::new(&bytes, 0).unwrap();
+    let mut u = DwarfUnwinder::new(&bytes, 0).unwrap();
+    // Cold steps: every step takes the full path.
+    u.set_rule_cache(false);
+    let cached = DwarfUnwinder::new(&bytes, 0).unwrap();
     let bases = u.bases().clone();
     let mut eh_frame = EhFrame::new(eh_sec.data().unwrap(), LittleEndian);
     eh_frame.set_address_size(8);
@@ -100,7 +104,10 @@ fn bench_library(c: &mut Criterion, path: &str) {
 
     // Results must agree before they are timed.
     for &a in &addrs {
-        let ours = u.eh_index().candidate(a).map(|o| o as u64 + eh_sec.address());
+        let ours = u
+            .eh_index()
+            .candidate(a)
+            .map(|o| o as u64 + eh_sec.address());
         let theirs = table.lookup(a, &bases).ok().map(|p| p.pointer());
         assert_eq!(ours, theirs, "{short} {a:#x}");
     }
@@ -123,7 +130,12 @@ fn bench_library(c: &mut Criterion, path: &str) {
         b.iter(|| {
             i = (i + 1) & (N - 1);
             let a = black_box(addrs[i]);
-            black_box(starts.partition_point(|&s| s <= a).checked_sub(1).map(|k| fdes[k]))
+            black_box(
+                starts
+                    .partition_point(|&s| s <= a)
+                    .checked_sub(1)
+                    .map(|k| fdes[k]),
+            )
         })
     });
     g.finish();
@@ -147,6 +159,26 @@ fn bench_library(c: &mut Criterion, path: &str) {
         b.iter(|| {
             i = (i + 1) & (N - 1);
             black_box(u.step(black_box(&regs[i]), PcKind::Exact, &mem).ok())
+        })
+    });
+    // Warm: 64 addresses whose rows the rule cache keeps, stepped over and over.
+    let hot: Vec<Regs> = regs
+        .iter()
+        .filter(|r| {
+            let _ = cached.step(r, PcKind::Exact, &mem);
+            cached.step(r, PcKind::Exact, &mem).is_ok()
+        })
+        .take(64)
+        .cloned()
+        .collect();
+    g.bench_function("xunwind_rule_cache", |b| {
+        b.iter(|| {
+            i = (i + 1) & 63;
+            black_box(
+                cached
+                    .step(black_box(&hot[i % hot.len()]), PcKind::Exact, &mem)
+                    .ok(),
+            )
         })
     });
     let mut ctx = UnwindContext::new();

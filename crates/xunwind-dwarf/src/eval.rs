@@ -1,5 +1,6 @@
 //! Turning a CFI row into the caller's registers.
 
+use crate::cache::CachedRow;
 use crate::{gimli_reason, DwarfUnwinder, Fde, Reader};
 use gimli::{
     CfaRule, Encoding, EvaluationResult, EvaluationStorage, Location, Piece, Register,
@@ -10,7 +11,7 @@ use xunwind_core::{
 };
 
 /// DWARF register numbers 0-15 of the x86-64 psABI, in our encoding order.
-const DWARF_GPR: [Reg; 16] = [
+pub(crate) const DWARF_GPR: [Reg; 16] = [
     Reg::Rax,
     Reg::Rdx,
     Reg::Rcx,
@@ -35,7 +36,8 @@ const DWARF_XMM0: u16 = 17;
 /// Registers the psABI makes callee-saved: a row that says nothing about them means "same value"
 /// (gdb's and libgcc's convention). gimli folds an explicit `DW_CFA_undefined` into "no rule",
 /// so for these registers it cannot be told apart; only the return address column needs it.
-const CALLEE_SAVED: [Reg; 6] = [Reg::Rbx, Reg::Rbp, Reg::R12, Reg::R13, Reg::R14, Reg::R15];
+pub(crate) const CALLEE_SAVED: [Reg; 6] =
+    [Reg::Rbx, Reg::Rbp, Reg::R12, Reg::R13, Reg::R14, Reg::R15];
 
 /// Most operations one CFI expression may execute (PLT and signal-frame expressions use < 12).
 const MAX_EXPR_OPS: u32 = 256;
@@ -56,7 +58,7 @@ fn bad(addr: u64, reason: &'static str) -> UnwindError {
 }
 
 /// The value of DWARF register `r` in `regs` (16 is the pc).
-fn dwarf_reg(regs: &Regs, r: Register) -> Result<u64, UnwindError> {
+pub(crate) fn dwarf_reg(regs: &Regs, r: Register) -> Result<u64, UnwindError> {
     match r.0 {
         n @ 0..=15 => {
             let reg = DWARF_GPR[n as usize];
@@ -138,6 +140,8 @@ enum Recovered {
 }
 
 /// Unwinds one frame with the row of `fde` at `svma`.
+// The hot path passes its borrowed parts separately rather than building a struct per step.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     u: &DwarfUnwinder<'d>,
     section: &S,
@@ -146,6 +150,7 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     svma: u64,
     regs: &Regs,
     mem: &dyn MemoryReader,
+    cache: Option<&mut CachedRow>,
 ) -> Result<Step, UnwindError> {
     let at = fde.offset() as u64;
     let row = fde
@@ -153,11 +158,19 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
         .map_err(|e| bad(at, gimli_reason(e)))?;
     let cie = fde.cie();
     let encoding = cie.encoding();
+    // What the rule cache keeps: only register+offset CFAs and CFA-offset saves.
+    let mut compact = CachedRow::EMPTY;
+    let mut cacheable = cache.is_some();
     let cfa = match row.cfa() {
         CfaRule::RegisterAndOffset { register, offset } => {
+            compact.cfa_reg = register.0;
+            compact.cfa_off = *offset;
             dwarf_reg(regs, *register)?.wrapping_add(*offset as u64)
         }
-        CfaRule::Expression(e) => eval_expr(section, e, encoding, None, regs, mem)?,
+        CfaRule::Expression(e) => {
+            cacheable = false;
+            eval_expr(section, e, encoding, None, regs, mem)?
+        }
     };
 
     // The caller keeps the callee-saved registers unless a rule says otherwise; the rest of
@@ -174,6 +187,12 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     let mut ra = None;
     for (reg, rule) in row.registers() {
         let is_xmm = (DWARF_XMM0..DWARF_XMM0 + 16).contains(&reg.0);
+        cacheable &= match rule {
+            RegisterRule::Offset(n) if *reg == ra_column || (reg.0 < 16 && reg.0 != 7) => {
+                compact.push(reg.0, *n)
+            }
+            _ => false,
+        };
         let rec = match rule {
             RegisterRule::Undefined => Recovered::Unknown,
             RegisterRule::SameValue => current(regs, *reg),
@@ -238,6 +257,15 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     if let Some(ra) = ra {
         out.set_rip(ra);
     }
+    // Only rows with a return address are cached (an outermost frame is rare and cheap).
+    if let Some(slot) = cache.filter(|_| cacheable && ra.is_some() && ra_column.0 == DWARF_RA) {
+        compact.key = svma;
+        compact.live = true;
+        compact.signal = fde.is_signal_trampoline();
+        compact.personality = cie.personality();
+        compact.lsda = fde.lsda();
+        *slot = compact;
+    }
     let handler = match cie.personality() {
         Some(p) => resolve(u, p, mem).map(|address| Handler {
             address,
@@ -269,7 +297,11 @@ fn current(regs: &Regs, r: Register) -> Recovered {
 }
 
 /// A pointer from the CFI as a runtime address; indirect ones are read from the target.
-fn resolve(u: &DwarfUnwinder<'_>, p: gimli::Pointer, mem: &dyn MemoryReader) -> Option<u64> {
+pub(crate) fn resolve(
+    u: &DwarfUnwinder<'_>,
+    p: gimli::Pointer,
+    mem: &dyn MemoryReader,
+) -> Option<u64> {
     match p {
         gimli::Pointer::Direct(a) => Some(a.wrapping_add(u.bias())),
         gimli::Pointer::Indirect(a) => mem.read_u64(a.wrapping_add(u.bias())).ok(),

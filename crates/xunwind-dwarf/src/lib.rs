@@ -8,6 +8,7 @@
 //! evaluation in an [`UnwindContext`] kept across steps, with CIEs cached by offset.
 #![deny(missing_docs)]
 
+mod cache;
 mod eval;
 mod index;
 
@@ -118,6 +119,8 @@ pub type Context = UnwindContext<usize, X64Rows>;
 
 /// Per-step scratch state: the gimli context and parsed CIEs, reused so a step does not allocate.
 struct Scratch<'d> {
+    /// Rule cache slots, allocated on the first step; empty when the cache is off.
+    rows: Vec<cache::CachedRow>,
     ctx: Box<Context>,
     cies: Vec<(CfiSection, usize, Cie<'d>)>,
 }
@@ -131,6 +134,7 @@ pub struct DwarfUnwinder<'d> {
     eh_index: FdeIndex,
     debug_index: FdeIndex,
     eh_source: IndexSource,
+    rule_cache: bool,
     scratch: RefCell<Scratch<'d>>,
 }
 
@@ -207,6 +211,7 @@ impl<'d> DwarfUnwinder<'d> {
             d
         });
         let scratch = Scratch {
+            rows: Vec::new(),
             ctx: Box::new(UnwindContext::new_in()),
             cies: Vec::with_capacity(CIE_CACHE),
         };
@@ -237,8 +242,22 @@ impl<'d> DwarfUnwinder<'d> {
             eh_index,
             debug_index,
             eh_source,
+            rule_cache: true,
             scratch: RefCell::new(scratch),
         })
+    }
+
+    /// Turns the rule cache (on by default) on or off; off, every step takes the full path.
+    pub fn set_rule_cache(&mut self, on: bool) {
+        self.rule_cache = on;
+        self.scratch.get_mut().rows = Vec::new();
+    }
+
+    /// Number of rows the rule cache holds.
+    pub fn rule_cache_len(&self) -> usize {
+        self.scratch
+            .try_borrow()
+            .map_or(0, |s| s.rows.iter().filter(|r| r.live).count())
     }
 
     /// Runtime address minus link-time address.
@@ -380,13 +399,26 @@ impl FrameWalker for DwarfUnwinder<'_> {
             Ok(s) => s,
             Err(_) => {
                 fresh = Scratch {
+                    rows: Vec::new(),
                     ctx: Box::new(UnwindContext::new_in()),
                     cies: Vec::new(),
                 };
                 &mut fresh
             }
         };
-        let Scratch { ctx, cies } = scratch;
+        let Scratch { rows, ctx, cies } = scratch;
+        let slot = if self.rule_cache {
+            if rows.is_empty() {
+                rows.resize(cache::SLOTS, cache::CachedRow::EMPTY);
+            }
+            let slot = &mut rows[cache::slot(svma)];
+            if slot.live && slot.key == svma {
+                return cache::apply(self, slot, regs, mem);
+            }
+            Some(slot)
+        } else {
+            None
+        };
         let mut cache = Some(cies);
         let Some((which, fde)) = self.find_fde_with(svma, &mut cache)? else {
             return Err(UnwindError::NoUnwindInfo { pc });
@@ -394,11 +426,11 @@ impl FrameWalker for DwarfUnwinder<'_> {
         match which {
             CfiSection::EhFrame => {
                 let section = self.eh_frame.as_ref().expect("found in .eh_frame");
-                eval::step_fde(self, section, &fde, ctx, svma, regs, mem)
+                eval::step_fde(self, section, &fde, ctx, svma, regs, mem, slot)
             }
             CfiSection::DebugFrame => {
                 let section = self.debug_frame.as_ref().expect("found in .debug_frame");
-                eval::step_fde(self, section, &fde, ctx, svma, regs, mem)
+                eval::step_fde(self, section, &fde, ctx, svma, regs, mem, slot)
             }
         }
     }
