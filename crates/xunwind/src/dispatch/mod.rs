@@ -2,17 +2,35 @@
 //! `__ex_table` fixups, behind one vocabulary.
 //!
 //! - Windows ([`ExceptionResolver`]): phase 1 (`RtlDispatchException`) unwinds from the fault
-//!   with UNW_FLAG_EHANDLER and asks each frame's language handler; phase 2 (`RtlUnwindEx`)
-//!   unwinds again up to the frame that took the exception with UNW_FLAG_UHANDLER, running
-//!   termination handlers. Decoded language data: `__C_specific_handler` scope tables (fully),
-//!   GCC's `__gxx_personality_seh0` LSDA (fully; catch matching by exact `type_info`),
-//!   `__CxxFrameHandler3` FuncInfo (decoded; catch matching is not simulated), FH4 and others
-//!   (reported as [`Outcome::Unsupported`]). Filters are code: their results are
-//!   [`Decisions`].
+//!   with UNW_FLAG_EHANDLER, looking each ControlPc up as is (not minus one), and asks each
+//!   frame's language handler; phase 2 (`RtlUnwindEx`) unwinds again from the fault up to the
+//!   frame whose establisher is the target with UNW_FLAG_UHANDLER, running termination handlers
+//!   (the target frame's with EXCEPTION_TARGET_UNWIND). Code is looked up in the loaded images,
+//!   then in the dynamic function tables ([`CodeImages`]). Frame numbers are `xunwind stack`'s.
 //! - Linux ([`KernelResolver`]): the exact `__ex_table` lookup over vmlinux and modules.
 //!
-//! Collided unwinds and nested exceptions are not simulated; the event list and the outcome
-//! are open enums so that they can be added.
+//! Language data, by handler (identified by name: exports, COFF symbols, import thunks):
+//! - `__C_specific_handler` — decoded and simulated fully: filters in table order (a constant 1
+//!   is not called; other filters' results are [`Decisions`]), `__finally` blocks in phase 2 with
+//!   Windows' target-frame rules ([`ScopeRules::Windows`]) or Wine 8's ([`ScopeRules::Wine8`]).
+//! - `__gxx_personality_seh0` — the LSDA (the handler data itself) decoded fully: header, call
+//!   sites, actions, type table. Simulated for libgcc C++ exceptions: cleanups (destructors)
+//!   in phase 2, the catch matched by `type_info` address or mangled name (exact type only: no
+//!   base-class or pointer conversions), exception specifications taken as satisfied, a pc
+//!   without a call site is `std::terminate`. Foreign exceptions through GCC frames:
+//!   [`Outcome::Unsupported`].
+//! - `__gnat_personality_seh0` — same LSDA format; Ada's choice matching is not simulated
+//!   ([`Outcome::Unsupported`]).
+//! - `__CxxFrameHandler3` — FH3 FuncInfo decoded fully (IP-to-state map, try blocks, catch
+//!   clauses, unwind map). Simulated: /EHs code ignores non-C++ exceptions in both phases; a
+//!   C++ exception is caught by the first clause whose decorated type name is in the ThrowInfo's
+//!   CatchableTypeArray (or `catch (...)`; const/reference adjectives are not checked); the
+//!   unwind map's destructors run in phase 2, the catching frame's down to its try block.
+//! - `__CxxFrameHandler4` (compressed FuncInfo4) and any other handler: not decoded,
+//!   [`Outcome::Unsupported`].
+//!
+//! Not simulated: collided unwinds, nested exceptions, stack-limit checks of the establisher
+//! frame. The event list and the outcome are non-exhaustive enums so that they can be added.
 
 mod images;
 mod linux;
