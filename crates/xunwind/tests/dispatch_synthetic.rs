@@ -523,3 +523,147 @@ fn gcc_cleanups_then_the_matching_catch() {
         .unwrap();
     assert_eq!(d.events.len(), 2);
 }
+
+const FH3_HANDLER: u32 = 0x1f20;
+
+fn words(m: &mut Vec<u8>, at: u32, vals: &[u32]) {
+    for (i, v) in vals.iter().enumerate() {
+        let o = at as usize + 4 * i;
+        m[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// top: try { Noisy (state 1); thrower() } catch (char *) / catch (int); thrower: Noisy.
+fn fh3_image(eh_flags: u32) -> (Vec<u8>, u32) {
+    let mut m = Img::new();
+    m.func(
+        0x1000,
+        0x1100,
+        uinfo(Some((FH3_HANDLER, 0x2900u32.to_le_bytes().to_vec()))),
+    );
+    m.func(
+        0x1100,
+        0x1200,
+        uinfo(Some((FH3_HANDLER, 0x2800u32.to_le_bytes().to_vec()))),
+    );
+    let n = m.pdata.len() as u32;
+    let mut b = m.finish();
+    let m1 = u32::MAX; // -1
+                       // thrower's FuncInfo: one state (a destructor), no try block.
+    words(
+        &mut b,
+        0x2800,
+        &[0x1993_0522, 1, 0x2840, 0, 0, 2, 0x2860, 0, 0, eh_flags],
+    );
+    words(&mut b, 0x2840, &[m1, 0x1180]);
+    words(&mut b, 0x2860, &[0x1100, m1, 0x1110, 0]);
+    // top's FuncInfo: state 0 = the try, state 1 = an object inside it.
+    words(
+        &mut b,
+        0x2900,
+        &[0x1993_0522, 2, 0x2940, 1, 0x2960, 3, 0x29c0, 0, 0, eh_flags],
+    );
+    words(&mut b, 0x2940, &[m1, 0, 0, 0x1090]);
+    words(&mut b, 0x2960, &[0, 1, 2, 2, 0x2980]);
+    words(
+        &mut b,
+        0x2980,
+        &[0, 0x2a00, 0, 0x10a0, 0x40, 0, 0x2a40, 0, 0x10c0, 0x40],
+    );
+    words(&mut b, 0x29c0, &[0x1000, m1, 0x1010, 0, 0x1018, 1]);
+    b[0x2a10..0x2a16].copy_from_slice(b".PEAD\0");
+    b[0x2a50..0x2a53].copy_from_slice(b".H\0");
+    // ThrowInfo of an int: its CatchableTypeArray names ".H".
+    words(&mut b, 0x2b00, &[0, 0, 0, 0x2b20]);
+    words(&mut b, 0x2b20, &[1, 0x2b40]);
+    words(&mut b, 0x2b40, &[0, 0x2a40, 0, 0, 0, 4, 0]);
+    (b, n)
+}
+
+#[test]
+fn msvc_fh3_destructors_try_body_and_catch_by_throw_info() {
+    let (bytes, n) = fh3_image(1);
+    let img = PeImage::from_parts(&bytes, B, 0x3000, n * 12);
+    let mut m = PeModule::from_image("fh3.exe", B, img);
+    m.add_symbol(FH3_HANDLER, "__CxxFrameHandler3");
+    let mut imgs = CodeImages::new();
+    imgs.add(m);
+    let r = ExceptionResolver::new(&imgs, DispatchOptions::default());
+    let st = stack(&[B + 0x1020]);
+    let mem = SliceMemory::new(STACK, &st);
+    let throw = fault(
+        B + 0x1150,
+        xunwind::dispatch::EH_EXCEPTION_NUMBER,
+        vec![0x1993_0520, 0x9000, B + 0x2b00, B],
+    );
+    let d = r.dispatch(&throw, &mem, &Decisions::default()).unwrap();
+    assert_eq!(
+        d.events,
+        [
+            Event::Cleanup {
+                frame: 0,
+                function: B + 0x1100,
+                address: B + 0x1180
+            },
+            Event::Cleanup {
+                frame: 1,
+                function: B + 0x1000,
+                address: B + 0x1090
+            },
+        ]
+    );
+    assert_eq!(
+        d.outcome,
+        Outcome::Catch {
+            frame: 1,
+            function: B + 0x1000,
+            address: B + 0x10c0,
+            type_info: Some(B + 0x2a40)
+        }
+    );
+    // /EHs code does nothing for an access violation: no destructor, no catch.
+    let av = fault(B + 0x1150, FAULT_CODE, vec![]);
+    let d = r.dispatch(&av, &mem, &Decisions::default()).unwrap();
+    assert!(d.events.is_empty());
+    assert_eq!(
+        d.outcome,
+        Outcome::Unhandled {
+            reason: "end of stack"
+        }
+    );
+}
+
+#[test]
+fn wine8_scope_rules_run_the_enclosing_finally() {
+    // middle's filter takes the exception; its __finally [0x1110, 0x1150) does not hold the
+    // __except body (0x1180): Windows stops at the target __except scope, Wine 8 runs it.
+    let (bytes, n) = seh_image();
+    let imgs = images(&bytes, n);
+    let st = stack(&[B + 0x1225, B + 0x1125, B + 0x1020]);
+    let mem = SliceMemory::new(STACK, &st);
+    let f = fault(B + 0x1310, FAULT_CODE, vec![]);
+    let take = decide(&[(B + 0x1500, FilterResult::ExecuteHandler)]);
+    let wine = DispatchOptions {
+        scope_rules: xunwind::dispatch::ScopeRules::Wine8,
+        ..DispatchOptions::default()
+    };
+    let d = ExceptionResolver::new(&imgs, wine)
+        .dispatch(&f, &mem, &take)
+        .unwrap();
+    assert_eq!(
+        d.events.last(),
+        Some(&Event::Finally {
+            frame: 2,
+            function: B + 0x1100,
+            scope: 1,
+            address: B + 0x1600
+        })
+    );
+    let d = ExceptionResolver::new(&imgs, DispatchOptions::default())
+        .dispatch(&f, &mem, &take)
+        .unwrap();
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Finally { frame: 2, .. })));
+}
