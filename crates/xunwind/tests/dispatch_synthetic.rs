@@ -526,7 +526,7 @@ fn gcc_cleanups_then_the_matching_catch() {
 
 const FH3_HANDLER: u32 = 0x1f20;
 
-fn words(m: &mut Vec<u8>, at: u32, vals: &[u32]) {
+fn words(m: &mut [u8], at: u32, vals: &[u32]) {
     for (i, v) in vals.iter().enumerate() {
         let o = at as usize + 4 * i;
         m[o..o + 4].copy_from_slice(&v.to_le_bytes());
