@@ -121,7 +121,7 @@ fn observe(exe: &str, mode: &str) -> Observed {
         }
     }
     assert!(
-        text.contains("R done") && dump.exists(),
+        (text.contains("R done") || text.contains("R unhandled")) && dump.exists(),
         "{exe} {mode}: no dump or did not finish; stdout:\n{text}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -329,4 +329,40 @@ fn msvc_cxx_frame_handler3_matches_wine() {
     assert_eq!(predicted, observed);
     assert_eq!(observed.iter().filter(|s| s.0 == "cleanup").count(), 4);
     assert_eq!(observed.last().map(|s| s.0.as_str()), Some("catch"));
+}
+
+#[test]
+fn gcc_frames_ignore_foreign_exceptions() {
+    if !available() {
+        return;
+    }
+    // An access violation below g++ frames with destructors and a catch (...): libgcc's
+    // personality leaves it alone (nothing of the program runs before the unhandled-exception
+    // filter); we predict no event in those frames, and the first decision in the C runtime's
+    // mainCRTStartup (whose filter leads to the unhandled-exception filter).
+    let obs = observe("cxx", "av");
+    assert_eq!(
+        obs.steps,
+        [("unhandled".to_string(), "-".to_string(), None)]
+    );
+    let dlls = wine_dlls();
+    let dir = built().to_str().unwrap().to_string();
+    let dump = obs.dump.to_str().unwrap().to_string();
+    let out = xunwind(&[
+        "dispatch",
+        &dump,
+        "--json",
+        "--modules",
+        &dir,
+        "--modules",
+        dlls.to_str().unwrap(),
+    ]);
+    let lines: Vec<String> = out.lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(field(&lines[0], "kind").as_deref(), Some("needs_filter"));
+    assert_eq!(
+        field(&lines[0], "function").as_deref(),
+        Some("mainCRTStartup")
+    );
+    frames_agree_with_stack(&dump, &lines);
 }

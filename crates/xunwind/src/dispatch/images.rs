@@ -113,6 +113,10 @@ fn names(file: &[u8]) -> Option<Names> {
             let Ok(name) = s.name(table.strings()) else {
                 continue;
             };
+            // Section symbols (`.text`) share addresses with the functions they hold.
+            if name.starts_with(b".") {
+                continue;
+            }
             let rva = h.virtual_address.get(LE).wrapping_add(s.value());
             symbols.push((rva, String::from_utf8_lossy(name).into_owned()));
         }

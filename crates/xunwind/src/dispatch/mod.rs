@@ -17,7 +17,8 @@
 //!   sites, actions, type table. Simulated for libgcc C++ exceptions: cleanups (destructors)
 //!   in phase 2, the catch matched by `type_info` address or mangled name (exact type only: no
 //!   base-class or pointer conversions), exception specifications taken as satisfied, a pc
-//!   without a call site is `std::terminate`. Foreign exceptions through GCC frames:
+//!   without a call site is `std::terminate`. Foreign (non-GCC) exceptions are ignored in
+//!   phase 1, as libgcc does (observed under wine64); unwinding one through a GCC frame is
 //!   [`Outcome::Unsupported`].
 //! - `__gnat_personality_seh0` — same LSDA format; Ada's choice matching is not simulated
 //!   ([`Outcome::Unsupported`]).

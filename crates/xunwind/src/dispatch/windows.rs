@@ -322,15 +322,11 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                 Ok(Phase1::Search)
             }
             Language::GxxSeh => {
-                if fault.code != STATUS_GCC_THROW {
-                    return Ok(Phase1::Stop(Outcome::Unsupported {
-                        frame: n,
-                        handler: h.address,
-                        what: format!(
-                            "exception {:#x} is foreign to the GCC personality: not modelled",
-                            fault.code
-                        ),
-                    }));
+                // libgcc's _GCC_specific_handler leaves foreign (non-GCC) exceptions alone
+                // in the search phase: not even catch (...) takes them (observed under wine64
+                // with a static libgcc, tests/dispatch_wine.rs).
+                if !is_gcc_code(fault.code) {
+                    return Ok(Phase1::Search);
                 }
                 let found = self.gxx(f, pc, h, thrown, mem)?;
                 Ok(match found {
@@ -607,6 +603,18 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                             }
                         }
                     }
+                    // What libgcc runs when another handler unwinds a foreign exception
+                    // through a GCC frame is not observed: say so rather than guess.
+                    Language::GxxSeh if !is_gcc_code(fault.code) => {
+                        return Ok(Outcome::Unsupported {
+                            frame: n,
+                            handler: address,
+                            what: format!(
+                                "unwinding foreign exception {:#x} through a GCC frame is not modelled",
+                                fault.code
+                            ),
+                        })
+                    }
                     Language::GxxSeh if !is_target => match self.gxx(f, pc, &h, thrown, mem)? {
                         CxxFound::Cleanup { landing_pad } => events.push(Event::Cleanup {
                             frame: n,
@@ -666,6 +674,11 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
             target: t.establisher,
         })
     }
+}
+
+/// libgcc's own exception codes: STATUS_GCC_THROW, _UNWIND and _FORCED.
+fn is_gcc_code(code: u32) -> bool {
+    matches!(code, STATUS_GCC_THROW | 0x2147_4343 | 0x2247_4343)
 }
 
 /// FuncInfo from /EHs code (magic 0x19930522 or later with EHFlags bit 0): its frame handler
