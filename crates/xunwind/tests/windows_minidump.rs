@@ -564,3 +564,24 @@ fn thread_ex_list_when_there_is_no_thread_list() {
     assert_eq!(t.memory.read_u64(0x9018).unwrap(), 0x7777_7777_7777_7777);
     assert!(t.memory.read_u64(0x9020).is_err());
 }
+
+#[test]
+fn module_list_is_capped() {
+    // 10000 records (the module map and file search cost per module): the first 4096 are read.
+    // Each names the file's first bytes as its name (a "string" as long as the file) and
+    // CodeView record: bounded per module, so memory stays far below 10000 copies of the file.
+    let mut b = DumpBuilder::new();
+    let mut s = 10_000u32.to_le_bytes().to_vec();
+    for i in 0..10_000u64 {
+        let mut m = vec![0u8; 108];
+        m[0..8].copy_from_slice(&(0x1_0000_0000 + i * 0x10000).to_le_bytes());
+        m[8..12].copy_from_slice(&0x1000u32.to_le_bytes());
+        m[76..80].copy_from_slice(&u32::MAX.to_le_bytes());
+        s.extend_from_slice(&m);
+    }
+    b.stream(MODULE_LIST, &s);
+    let t = open(b.finish(), &LoadOptions::default());
+    assert_eq!(t.modules.len(), 4096);
+    assert!(t.modules.iter().all(|m| m.path.len() <= 3 * 2048));
+    assert_eq!(t.address_space().len(), 4096);
+}

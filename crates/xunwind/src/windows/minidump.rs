@@ -33,6 +33,14 @@ const MODULE_SIZE: usize = 108;
 const MEMORY_DESCRIPTOR_SIZE: usize = 16;
 const MEMORY_DESCRIPTOR64_SIZE: usize = 16;
 const EXCEPTION_STREAM_SIZE: usize = 168;
+/// Most modules read from a module list. Processes load hundreds; building the module map and
+/// locating files costs per module, so a hostile list of millions stops here.
+pub(crate) const MAX_MODULES: usize = 4096;
+/// Longest module name read (bytes of UTF-16): longer than any real path, and short enough that
+/// many records pointing at one huge "string" cannot multiply the dump's size in memory.
+pub(crate) const MAX_STRING_BYTES: usize = 4096;
+/// Longest CodeView record read (24 bytes of header, then the PDB path), for the same reason.
+pub(crate) const MAX_CODEVIEW_BYTES: usize = 24 + 4096;
 /// EXCEPTION_MAXIMUM_PARAMETERS.
 const MAX_EXCEPTION_PARAMETERS: usize = 15;
 
@@ -209,13 +217,16 @@ impl<'a> Minidump<'a> {
             return Vec::new();
         };
         let count = u32_at(s, 0).unwrap_or(0) as usize;
-        let count = count.min(s.len().saturating_sub(4) / MODULE_SIZE);
+        let count = count
+            .min(s.len().saturating_sub(4) / MODULE_SIZE)
+            .min(MAX_MODULES);
         (0..count)
             .filter_map(|i| {
                 let m = s.get(4 + i * MODULE_SIZE..4 + (i + 1) * MODULE_SIZE)?;
                 let name_rva = u32_at(m, 20)?;
                 // VS_FIXEDFILEINFO (52 bytes) at 24, then CvRecord at 76.
                 let cv = self.bytes(Location::at(m, 76)?);
+                let cv = &cv[..cv.len().min(MAX_CODEVIEW_BYTES)];
                 Some(RawModule {
                     base: u64_at(m, 0)?,
                     size: u32_at(m, 8)?,
@@ -228,9 +239,10 @@ impl<'a> Minidump<'a> {
             .collect()
     }
 
-    /// A MINIDUMP_STRING (u32 byte length, UTF-16LE), clipped to the file.
+    /// A MINIDUMP_STRING (u32 byte length, UTF-16LE), clipped to the file and to
+    /// [`MAX_STRING_BYTES`].
     pub fn string(&self, rva: u32) -> Option<String> {
-        let len = u32_at(self.data, rva as usize)? as usize;
+        let len = (u32_at(self.data, rva as usize)? as usize).min(MAX_STRING_BYTES);
         let start = rva as usize + 4;
         let end = start.saturating_add(len).min(self.data.len());
         let b = self.data.get(start..end)?;
