@@ -585,3 +585,23 @@ fn module_list_is_capped() {
     assert!(t.modules.iter().all(|m| m.path.len() <= 3 * 2048));
     assert_eq!(t.address_space().len(), 4096);
 }
+
+#[test]
+fn thread_list_is_capped() {
+    // 70000 thread records sharing one context: the first 65536 are read.
+    let mut b = DumpBuilder::new();
+    let ctx = context(CONTEXT_FULL, 0x4242, [0x10; 16], [0; 16]);
+    let (csize, crva) = b.put(&ctx);
+    let mut s = 70_000u32.to_le_bytes().to_vec();
+    for id in 0..70_000u32 {
+        let mut t = [0u8; 48];
+        t[0..4].copy_from_slice(&id.to_le_bytes());
+        t[40..44].copy_from_slice(&csize.to_le_bytes());
+        t[44..48].copy_from_slice(&crva.to_le_bytes());
+        s.extend_from_slice(&t);
+    }
+    b.stream(THREAD_LIST, &s);
+    let t = open(b.finish(), &LoadOptions::default());
+    assert_eq!(t.threads.len(), 65536);
+    assert_eq!(t.threads[65535].regs.rip(), Some(0x4242));
+}

@@ -36,6 +36,9 @@ const EXCEPTION_STREAM_SIZE: usize = 168;
 /// Most modules read from a module list. Processes load hundreds; building the module map and
 /// locating files costs per module, so a hostile list of millions stops here.
 pub(crate) const MAX_MODULES: usize = 4096;
+/// Most threads read from a thread list: each 48-byte record becomes a full register set (about
+/// 400 bytes), so a list of millions is cut here; real processes stay far below.
+pub(crate) const MAX_THREADS: usize = 65536;
 /// Longest module name read (bytes of UTF-16): longer than any real path, and short enough that
 /// many records pointing at one huge "string" cannot multiply the dump's size in memory.
 pub(crate) const MAX_STRING_BYTES: usize = 4096;
@@ -196,7 +199,9 @@ impl<'a> Minidump<'a> {
             },
         };
         let count = u32_at(s, 0).unwrap_or(0) as usize;
-        let count = count.min(s.len().saturating_sub(4) / entry);
+        let count = count
+            .min(s.len().saturating_sub(4) / entry)
+            .min(MAX_THREADS);
         (0..count)
             .filter_map(|i| {
                 let t = s.get(4 + i * entry..4 + (i + 1) * entry)?;
