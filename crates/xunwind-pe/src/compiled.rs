@@ -125,8 +125,9 @@ pub struct CompiledFunction {
     scanned_end: u32,
     /// Number of ops at the start of `code`.
     n_ops: u32,
-    /// Where the epilog pcs start in `code`.
+    /// Where the epilog pcs start in `code`: `n_epi` offsets, then as many rules.
     epi_start: u32,
+    n_epi: u32,
     /// The body program (see [`CompiledFunction::body`]): `code[n_ops..epi_start]` holds its
     /// loads; `None` when the codes do not reduce to one.
     body: Option<Body>,
@@ -240,6 +241,7 @@ impl CompiledFunction {
             scanned_end: 0,
             n_ops: ops.len() as u32,
             epi_start: ops.len() as u32,
+            n_epi: 0,
             body: None,
             code: Box::new([]),
         };
@@ -291,6 +293,7 @@ impl CompiledFunction {
         }
         let begin = self.function.begin;
         let code = image.bytes_at(begin);
+        let mut rules = Vec::new();
         for offset in self.prolog_size as u32..len {
             let pc_rva = begin.wrapping_add(offset);
             let at = match code.get(offset as usize..) {
@@ -320,7 +323,7 @@ impl CompiledFunction {
                 .iter()
                 .enumerate()
                 .fold(0u64, |acc, (i, r)| acc | (r.number() as u64) << (4 * i));
-            out.extend(
+            rules.extend(
                 EpilogAt {
                     offset,
                     adjust,
@@ -332,24 +335,35 @@ impl CompiledFunction {
                 .encode(),
             );
         }
+        // The offsets first, densely, for the search; then the rules.
+        self.n_epi = (rules.len() / EPILOG_OPS) as u32;
+        out.extend(rules.iter().step_by(EPILOG_OPS).copied());
+        out.extend(rules);
         self.scanned_end = len;
     }
 
     /// The epilog starting at `offset`, if any (binary search over the encoded epilog pcs).
     #[inline]
     fn epilog_at(&self, offset: u32) -> Option<EpilogAt> {
-        let epi = &self.code[self.epi_start as usize..];
-        let (mut lo, mut hi) = (0, epi.len() / EPILOG_OPS);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let w = &epi[mid * EPILOG_OPS..(mid + 1) * EPILOG_OPS];
-            match w[0].imm.cmp(&offset) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(EpilogAt::decode(w)),
-            }
+        let n = self.n_epi as usize;
+        let start = self.epi_start as usize;
+        let offsets = self.code.get(start..start + n)?;
+        if n == 0 {
+            return None;
         }
-        None
+        // Branch-free search: whether a pc is an epilog is data the predictor cannot learn.
+        let (mut base, mut size) = (0usize, n);
+        while size > 1 {
+            let half = size / 2;
+            let mid = base + half;
+            base = std::hint::select_unpredictable(offsets[mid].imm <= offset, mid, base);
+            size -= half;
+        }
+        if offsets[base].imm != offset {
+            return None;
+        }
+        let w = start + n + base * EPILOG_OPS;
+        self.code.get(w..w + EPILOG_OPS).map(EpilogAt::decode)
     }
 
     /// The function entry (after indirection) these rules belong to.
@@ -359,7 +373,7 @@ impl CompiledFunction {
 
     /// Number of pcs of the function that start an epilog (found when compiled).
     pub fn epilog_pcs(&self) -> usize {
-        (self.code.len() - self.epi_start as usize) / EPILOG_OPS
+        self.n_epi as usize
     }
 
     /// [`virtual_unwind`] for this function: same arguments, same results, same errors, same
