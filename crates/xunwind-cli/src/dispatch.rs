@@ -262,36 +262,9 @@ fn run_minidump(
     json: bool,
 ) -> Result<Vec<String>, String> {
     let target = Target::from_bytes(bytes, options).map_err(|e| e.to_string())?;
-    let exc = target
-        .exception
-        .as_ref()
-        .ok_or("the minidump has no exception stream")?;
-    let regs = exc
-        .context
-        .clone()
-        .or_else(|| {
-            target
-                .threads
-                .iter()
-                .find(|t| t.id == exc.thread_id)
-                .map(|t| t.regs.clone())
-        })
-        .ok_or("no context for the exception's thread")?;
-    let mut images = CodeImages::new();
-    for m in &target.modules {
-        if let Some(file) = &m.file {
-            // A module file that does not parse is left out: its frames unwind as leaves.
-            if let Ok(pm) = PeModule::parse(&m.name, m.base, file) {
-                images.add(pm);
-            }
-        }
-    }
-    let fault = Fault {
-        regs,
-        code: exc.code,
-        flags: exc.flags,
-        parameters: exc.parameters.clone(),
-    };
+    let fault = Fault::from_target(&target)
+        .ok_or("the minidump has no exception stream (or no context for its thread)")?;
+    let images = CodeImages::from_target(&target);
     let symbols = target.symbols(options);
     let name = |addr: u64| -> Option<String> {
         symbols

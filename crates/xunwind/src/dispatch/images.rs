@@ -184,6 +184,20 @@ impl<'a> CodeImages<'a> {
         Self::default()
     }
 
+    /// The PE modules of a Windows target whose files were found (the others' code unwinds as
+    /// leaves, as for any pc without unwind data).
+    pub fn from_target(target: &'a crate::Target) -> Self {
+        let mut images = CodeImages::new();
+        for m in &target.modules {
+            if let Some(file) = &m.file {
+                if let Ok(pm) = PeModule::parse(&m.name, m.base, file) {
+                    images.add(pm);
+                }
+            }
+        }
+        images
+    }
+
     /// Adds a loaded image.
     pub fn add(&mut self, module: PeModule<'a>) {
         self.modules.push(module);

@@ -30,6 +30,27 @@ pub struct Fault {
     pub parameters: Vec<u64>,
 }
 
+impl Fault {
+    /// The exception of a Windows target: its record, with the exception context (else the
+    /// raising thread's registers).
+    pub fn from_target(target: &crate::Target) -> Option<Fault> {
+        let exc = target.exception.as_ref()?;
+        let regs = exc.context.clone().or_else(|| {
+            target
+                .threads
+                .iter()
+                .find(|t| t.id == exc.thread_id)
+                .map(|t| t.regs.clone())
+        })?;
+        Some(Fault {
+            regs,
+            code: exc.code,
+            flags: exc.flags,
+            parameters: exc.parameters.clone(),
+        })
+    }
+}
+
 /// Decisions the model cannot take itself because they are code: filter results, and the
 /// thrown C++ type.
 #[derive(Clone, Debug, Default)]
