@@ -11,7 +11,7 @@ use xunwind::core::RegionMemory;
 use xunwind::dispatch::{
     gcc_thrown_type, Decisions, DispatchOptions, ExceptionResolver, Fault, ScopeRules,
 };
-use xunwind::extable::KernelFile;
+use xunwind::extable::{FileKind, KernelFile};
 use xunwind::pe::Compat;
 use xunwind::{
     CodeImages, Event, FilterResult, KernelResolution, KernelResolver, LoadOptions, MemoryReader,
@@ -479,6 +479,12 @@ fn run_kernel(
     json: bool,
 ) -> Result<Vec<String>, String> {
     let kf = KernelFile::parse(bytes).map_err(|e| format!("{}: {e}", input.display()))?;
+    if kf.kind != FileKind::Vmlinux {
+        return Err(format!(
+            "{}: a module; give the vmlinux as INPUT and modules with --modules DIR",
+            input.display()
+        ));
+    }
     let mut modules = Vec::new();
     for dir in &options.module_dirs {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
