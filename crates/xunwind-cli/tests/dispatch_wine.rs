@@ -366,3 +366,31 @@ fn gcc_frames_ignore_foreign_exceptions() {
     );
     frames_agree_with_stack(&dump, &lines);
 }
+
+#[test]
+fn gcc_catch_by_public_base_class() {
+    if !available() {
+        return;
+    }
+    // A Derived is thrown; main's catch (Base &) takes it through the type_info's base link.
+    let (obs, predicted, observed) = check("cxx", "derived", "windows");
+    assert_eq!(predicted, observed);
+    assert_eq!(observed.last().map(|s| s.0.as_str()), Some("catch"));
+    let dlls = wine_dlls();
+    let ctx = format!("{}.ctx", obs.dump.display());
+    let out = xunwind(&[
+        "dispatch",
+        "--context",
+        &ctx,
+        "--modules",
+        dlls.to_str().unwrap(),
+        "--json",
+    ]);
+    let last = out.lines().last().unwrap();
+    let clause = field(last, "type_info").unwrap();
+    assert_ne!(
+        Some(clause),
+        obs.thrown,
+        "caught as the base class, not the thrown type"
+    );
+}

@@ -15,8 +15,10 @@
 //!   Windows' target-frame rules ([`ScopeRules::Windows`]) or Wine 8's ([`ScopeRules::Wine8`]).
 //! - `__gxx_personality_seh0` — the LSDA (the handler data itself) decoded fully: header, call
 //!   sites, actions, type table. Simulated for libgcc C++ exceptions: cleanups (destructors)
-//!   in phase 2, the catch matched by `type_info` address or mangled name (exact type only: no
-//!   base-class or pointer conversions), exception specifications taken as satisfied, a pc
+//!   in phase 2, the catch matched by `type_info` address or mangled name, or as a public base
+//!   class (through `__si_class_type_info` / `__vmi_class_type_info` links, which needs the
+//!   symbols naming their vtables); pointer and qualification conversions are not modelled;
+//!   exception specifications are taken as satisfied; a pc
 //!   without a call site is `std::terminate`. Foreign (non-GCC) exceptions are ignored in
 //!   phase 1, as libgcc does (observed under wine64); unwinding one through a GCC frame is
 //!   [`Outcome::Unsupported`].

@@ -474,12 +474,9 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
         let read = |addr: u64| self.read_ptr(addr, mem);
         let matches = |t: u64| {
             let thrown = thrown?;
-            Some(
-                t == thrown
-                    || self
-                        .type_name(t, mem)
-                        .is_some_and(|a| Some(a) == self.type_name(thrown, mem)),
-            )
+            let want = self.type_name(t, mem);
+            let mut budget = 64usize;
+            Some(self.gcc_is_or_derives(thrown, t, want.as_deref(), mem, 0, &mut budget))
         };
         let (_, _, found) = cxx_search(&lsda, pc.wrapping_sub(1), &read, &matches)
             .map_err(|e| err(e.to_string()))?;
@@ -543,6 +540,64 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
             names.push(self.read_cstr(td.wrapping_add(16), mem)?);
         }
         Some(names)
+    }
+
+    /// Whether the class `ty` (a GCC `type_info`) is `target` (same address or mangled name) or
+    /// has it as a public base: `__si_class_type_info` has one base at +16,
+    /// `__vmi_class_type_info` a count at +20 and (type, offset_flags) pairs from +24, where
+    /// flag 2 marks a public base. The kind comes from the name of the vtable the type_info
+    /// points into (vptr - 16), so it needs symbols (exact matches do not). Pointer and
+    /// qualification conversions are not modelled.
+    fn gcc_is_or_derives(
+        &self,
+        ty: u64,
+        target: u64,
+        target_name: Option<&str>,
+        mem: &dyn MemoryReader,
+        depth: usize,
+        budget: &mut usize,
+    ) -> bool {
+        if ty == target {
+            return true;
+        }
+        if target_name.is_some() && self.type_name(ty, mem).as_deref() == target_name {
+            return true;
+        }
+        if depth >= 16 || *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let Some(vptr) = self.read_ptr(ty, mem) else {
+            return false;
+        };
+        let kind = self
+            .images
+            .describe(vptr.wrapping_sub(16))
+            .and_then(|(_, s)| s.filter(|&(_, off)| off == 0).map(|(n, _)| n.to_string()));
+        match kind.as_deref() {
+            Some("_ZTVN10__cxxabiv120__si_class_type_infoE") => {
+                self.read_ptr(ty.wrapping_add(16), mem).is_some_and(|b| {
+                    self.gcc_is_or_derives(b, target, target_name, mem, depth + 1, budget)
+                })
+            }
+            Some("_ZTVN10__cxxabiv121__vmi_class_type_infoE") => {
+                let n = self
+                    .read_u32_any(ty.wrapping_add(20), mem)
+                    .unwrap_or(0)
+                    .min(64);
+                (0..n as u64).any(|i| {
+                    let at = ty.wrapping_add(24 + 16 * i);
+                    let public = self
+                        .read_u32_any(at.wrapping_add(8), mem)
+                        .is_some_and(|f| f & 2 != 0);
+                    public
+                        && self.read_ptr(at, mem).is_some_and(|b| {
+                            self.gcc_is_or_derives(b, target, target_name, mem, depth + 1, budget)
+                        })
+                })
+            }
+            _ => false,
+        }
     }
 
     /// The mangled name of a GCC `type_info` (its second word points at the name).
