@@ -198,6 +198,8 @@ fn gdb_chain() {
         ("O0-nofp", &["-O0", "-fomit-frame-pointer"][..]),
         ("O2", &["-O2", "-fno-omit-frame-pointer"][..]),
         ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..]),
+        // Linked at a fixed address: load bias 0, symbols at 0x400000 and up.
+        ("O2-nopie", &["-O2", "-no-pie"][..]),
     ] {
         let exe = build(&dir, &format!("chain-{tag}"), &["chain.c"], flags, &[]);
         // At the first instruction (CFA = rsp+8) and after the prologue.
@@ -207,7 +209,7 @@ fn gdb_chain() {
             total += compare(&format!("chain {tag} {bptag}"), &core, &gdb);
         }
     }
-    eprintln!("chain: {total} frames compared over 8 cores");
+    eprintln!("chain: {total} frames compared over 10 cores");
 }
 
 #[test]
