@@ -137,7 +137,10 @@ fn check(kind: &str, exe: &str, mode: &str) -> Option<usize> {
         names.ends_with(&["BaseThreadInitThunk".into(), "RtlUserThreadStart".into()]),
         "{ctx}"
     );
-    eprintln!("{exe} {mode}: {} frames equal to Wine's", ours.len() + 1);
+    eprintln!(
+        "{exe} {mode}: {} return addresses equal to Wine's after the frame in leaf ({start} frames of Wine's wait before it)",
+        ours.len()
+    );
     Some(ours.len())
 }
 
