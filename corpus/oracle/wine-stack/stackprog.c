@@ -12,6 +12,9 @@
  * The dump goes to XUNWIND_DUMP (default stack.dmp), of type XUNWIND_DUMP_TYPE (hex; default 0,
  * MiniDumpNormal: thread stacks, module list, exception). Output on stdout, one line each:
  *   F <hex>   a return address from RtlCaptureStackBackTrace(0, ...), innermost first
+ *   U <rip> <rsp> <rbx> <rbp> <rsi> <rdi> <r12> <r13> <r14> <r15>
+ *             Wine's RtlVirtualUnwind from leaf outwards (virtual_unwind_stack): the first
+ *             line is leaf at its call to virtual_unwind_stack, then one per F line after F 0
  *   T <hex>   the id of the thread that recorded them
  *   D <0|1>   whether MiniDumpWriteDump succeeded
  * Built without a C runtime's help for output (WriteFile), so the same source serves mingw-w64
@@ -71,6 +74,12 @@ __declspec(dllimport) void *AddVectoredExceptionHandler(unsigned long, PVECTORED
 __declspec(dllimport) DWORD GetEnvironmentVariableA(const char *, char *, DWORD);
 __declspec(dllimport) USHORT RtlCaptureStackBackTrace(DWORD, DWORD, void **, DWORD *);
 __declspec(dllimport) BOOL MiniDumpWriteDump(HANDLE, DWORD, HANDLE, int, MINIDUMP_EXCEPTION_INFORMATION *, void *, void *);
+typedef struct { __attribute__((aligned(16))) unsigned char b[0x4d0]; } CONTEXT;
+#define UNW_FLAG_NHANDLER 0
+__declspec(dllimport) void RtlCaptureContext(CONTEXT *);
+__declspec(dllimport) void *RtlLookupFunctionEntry(ULONG_PTR, ULONG_PTR *, void *);
+__declspec(dllimport) void *RtlVirtualUnwind(DWORD, ULONG_PTR, ULONG_PTR, void *, CONTEXT *, void **,
+                                             ULONG_PTR *, void *);
 __declspec(dllimport) void qsort(void *, ULONG_PTR, ULONG_PTR, int (*)(const void *, const void *));
 #endif
 
@@ -141,12 +150,55 @@ static DWORD WINAPI dumper(void *arg)
     return 0;
 }
 
+/* A CONTEXT field by its offset (the same in winnt.h's CONTEXT and the bare one above). */
+#define CTX(c, off) (*(ULONG_PTR *)((char *)&(c) + (off)))
+static const int saved_regs[] = {0xf8 /* rip */, 0x98 /* rsp */, 0x90 /* rbx */, 0xa0 /* rbp */,
+                                 0xa8 /* rsi */, 0xb0 /* rdi */, 0xd8, 0xe0, 0xe8, 0xf0 /* r12-15 */};
+
+/* Wine's own unwinder on the live stack: one U line per frame with rip, rsp and the non-volatile
+ * registers as RtlVirtualUnwind restores them, from leaf (at its call to this function) out. */
+NOINLINE static void virtual_unwind_stack(void)
+{
+    CONTEXT ctx;
+    int i, r;
+    RtlCaptureContext(&ctx);
+    for (i = 0; i < 64; i++) {
+        ULONG_PTR base, establisher;
+        void *handler_data;
+        void *f = RtlLookupFunctionEntry(CTX(ctx, 0xf8), &base, NULL);
+        if (f) {
+            RtlVirtualUnwind(UNW_FLAG_NHANDLER, base, CTX(ctx, 0xf8), f, &ctx, &handler_data,
+                             &establisher, NULL);
+        } else {
+            CTX(ctx, 0xf8) = *(ULONG_PTR *)CTX(ctx, 0x98);
+            CTX(ctx, 0x98) += 8;
+        }
+        if (!CTX(ctx, 0xf8))
+            break;
+        put("U");
+        for (r = 0; r < 10; r++) {
+            char buf[20];
+            int k = 0, d;
+            ULONG_PTR v = CTX(ctx, saved_regs[r]);
+            buf[k++] = ' ';
+            for (d = 60; d > 0 && ((v >> d) & 15) == 0; d -= 4)
+                ;
+            for (; d >= 0; d -= 4)
+                buf[k++] = "0123456789abcdef"[(v >> d) & 15];
+            buf[k] = 0;
+            put(buf);
+        }
+        put("\n");
+    }
+}
+
 NOINLINE static void leaf(int x)
 {
     void *frames[64];
     USHORT n = RtlCaptureStackBackTrace(0, 64, frames, NULL), i;
     for (i = 0; i < n; i++)
         put_hex('F', (ULONG_PTR)frames[i]);
+    virtual_unwind_stack();
     put_hex('T', GetCurrentThreadId());
     if (thread_mode) {
         SetEvent(go_event);

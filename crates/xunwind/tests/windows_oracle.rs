@@ -100,6 +100,9 @@ pub struct Recorded {
     /// RtlCaptureStackBackTrace's return addresses, innermost first, up to (not including) the
     /// first zero (Wine's capture runs on past the end of the stack).
     pub frames: Vec<u64>,
+    /// Wine's RtlVirtualUnwind of the same stack: per frame rip, rsp, rbx, rbp, rsi, rdi,
+    /// r12-r15; `unwound[0]` is in `leaf` (another call site), `unwound[k]` matches `frames[k]`.
+    pub unwound: Vec<[u64; 10]>,
     /// The recording thread.
     pub thread: u64,
     /// The minidump it wrote.
@@ -129,6 +132,7 @@ pub fn run_with(exe: &Path, mode: &str, dump_type: Option<&str>) -> Recorded {
     let mut frames = Vec::new();
     let mut ended = false;
     let mut thread = None;
+    let mut unwound = Vec::new();
     let mut ok = false;
     for line in text.lines() {
         match line.split_once(' ') {
@@ -139,6 +143,10 @@ pub fn run_with(exe: &Path, mode: &str, dump_type: Option<&str>) -> Recorded {
                 } else {
                     frames.push(v);
                 }
+            }
+            Some(("U", v)) => {
+                let f: Vec<u64> = v.split_whitespace().map(hex).collect();
+                unwound.push(f.try_into().expect("10 values per U line"));
             }
             Some(("T", v)) => thread = Some(hex(v)),
             Some(("D", v)) => ok = v.trim() == "1",
@@ -153,6 +161,7 @@ pub fn run_with(exe: &Path, mode: &str, dump_type: Option<&str>) -> Recorded {
     );
     Recorded {
         frames,
+        unwound,
         thread: thread.expect("T line"),
         dump,
     }

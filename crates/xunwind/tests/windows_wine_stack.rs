@@ -16,11 +16,15 @@
 //! `leaf` at the return from WaitForSingleObject). So our frame in `leaf` and the recorded frame
 //! 0 are both in `leaf` (at different call sites), and every later frame must be equal; Wine's
 //! capture ends with a zero return address where our walk must stop with `end_of_stack`.
+//!
+//! The program also unwinds itself with Wine's RtlLookupFunctionEntry/RtlVirtualUnwind from a
+//! RtlCaptureContext in `leaf`: for every frame after the one in `leaf`, our stack pointer and
+//! our rbx, rbp, rsi, rdi, r12-r15 must equal what Wine restored.
 
 #[path = "windows_oracle.rs"]
 mod oracle;
 
-use xunwind::{LoadOptions, StackWalker, StopReason, Target, Trust};
+use xunwind::{LoadOptions, Reg, StackWalker, StopReason, Target, Trust};
 
 /// Checks one program in one mode; returns how many frames were compared.
 fn check(kind: &str, exe: &str, mode: &str) -> Option<usize> {
@@ -116,6 +120,31 @@ fn check(kind: &str, exe: &str, mode: &str) -> Option<usize> {
 
     let ours: Vec<u64> = walk.frames[start + 1..].iter().map(|f| f.pc).collect();
     assert_eq!(ours, rec.frames[1..], "{ctx}");
+    // Wine's RtlVirtualUnwind on the live stack: the same frames, and per frame the same stack
+    // pointer and non-volatile registers as ours.
+    assert_eq!(rec.unwound.len(), rec.frames.len(), "{ctx}");
+    const NONVOL: [Reg; 8] = [
+        Reg::Rbx,
+        Reg::Rbp,
+        Reg::Rsi,
+        Reg::Rdi,
+        Reg::R12,
+        Reg::R13,
+        Reg::R14,
+        Reg::R15,
+    ];
+    for (k, u) in rec.unwound.iter().enumerate().skip(1) {
+        let f = &walk.frames[start + k];
+        assert_eq!((f.pc, f.sp), (u[0], u[1]), "frame {}\n{ctx}", start + k);
+        for (i, r) in NONVOL.iter().enumerate() {
+            assert_eq!(
+                f.regs.get(*r),
+                Some(u[2 + i]),
+                "frame {} {r}\n{ctx}",
+                start + k
+            );
+        }
+    }
     assert_eq!(walk.stop, StopReason::EndOfStack, "{ctx}");
     // Unwind data covered every frame: no guessing.
     assert!(
@@ -138,7 +167,7 @@ fn check(kind: &str, exe: &str, mode: &str) -> Option<usize> {
         "{ctx}"
     );
     eprintln!(
-        "{exe} {mode}: {} return addresses equal to Wine's after the frame in leaf ({start} frames of Wine's wait before it)",
+        "{exe} {mode}: {} frames after the one in leaf equal Wine's (pc, sp, 8 non-volatile registers); {start} frames of Wine's wait before it",
         ours.len()
     );
     Some(ours.len())
