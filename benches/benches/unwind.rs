@@ -157,10 +157,7 @@ fn bench_group(
         b.iter(|| {
             let mut acc = 0u64;
             for &pc in probes {
-                let mut st = PeuiState {
-                    regs: gpr,
-                    stack,
-                };
+                let mut st = PeuiState { regs: gpr, stack };
                 // Same RVA-to-bytes mapping for both sides: our image's section map.
                 let rip = table.unwind_frame(&mut st, |rva| Some(img.bytes_at(rva)), pc);
                 acc = acc.wrapping_add(rip.unwrap_or(0));
