@@ -159,6 +159,53 @@ pub fn load_bias(elf: &object::read::elf::ElfFile64<'_>, mapped_base: u64) -> u6
     }
 }
 
+/// `.eh_frame_hdr` and `.eh_frame` of an image without section headers: `PT_GNU_EH_FRAME` is
+/// the header, whose `eh_frame_ptr` names `.eh_frame`; its size is unknown, so it runs to the
+/// end of the `PT_LOAD` holding it (gimli stops at the zero terminator).
+fn eh_frame_from_segments<'d>(
+    file: &object::read::elf::ElfFile64<'d, object::Endianness>,
+    elf: &'d [u8],
+) -> Option<(SectionData<'d>, SectionData<'d>)> {
+    use object::read::elf::ProgramHeader;
+    let endian = file.endian();
+    let phdrs = file.elf_program_headers();
+    let file_bytes = |vaddr: u64| -> Option<&'d [u8]> {
+        let ph = phdrs.iter().find(|p| {
+            p.p_type(endian) == object::elf::PT_LOAD
+                && p.p_vaddr(endian) <= vaddr
+                && vaddr - p.p_vaddr(endian) < p.p_filesz(endian)
+        })?;
+        let start = ph
+            .p_offset(endian)
+            .checked_add(vaddr - ph.p_vaddr(endian))?;
+        let end = ph.p_offset(endian).checked_add(ph.p_filesz(endian))?;
+        elf.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    };
+    let gnu = phdrs
+        .iter()
+        .find(|p| p.p_type(endian) == object::elf::PT_GNU_EH_FRAME)?;
+    let hdr_addr = gnu.p_vaddr(endian);
+    let hdr_data = file_bytes(hdr_addr)?.get(..usize::try_from(gnu.p_filesz(endian)).ok()?)?;
+    let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_addr);
+    let parsed = gimli::EhFrameHdr::new(hdr_data, LittleEndian)
+        .parse(&bases, 8)
+        .ok()?;
+    let gimli::Pointer::Direct(eh_addr) = parsed.eh_frame_ptr() else {
+        return None;
+    };
+    let eh_data = file_bytes(eh_addr)?;
+    Some((
+        SectionData {
+            data: hdr_data,
+            address: hdr_addr,
+        },
+        SectionData {
+            data: eh_data,
+            address: eh_addr,
+        },
+    ))
+}
+
 impl<'d> DwarfUnwinder<'d> {
     /// Reads the CFI of the ELF image `elf`, whose file offset 0 is mapped at `mapped_base`.
     pub fn new(elf: &'d [u8], mapped_base: u64) -> Result<Self, DwarfError> {
@@ -176,13 +223,19 @@ impl<'d> DwarfUnwinder<'d> {
                 address: s.address(),
             })
         };
-        let sections = CfiSections {
+        let mut sections = CfiSections {
             eh_frame: section(".eh_frame"),
             eh_frame_hdr: section(".eh_frame_hdr"),
             debug_frame: section(".debug_frame"),
             text: file.section_by_name(".text").map_or(0, |s| s.address()),
             got: file.section_by_name(".got").map_or(0, |s| s.address()),
         };
+        if sections.eh_frame.is_none() {
+            if let Some((hdr, eh)) = eh_frame_from_segments(&file, elf) {
+                sections.eh_frame_hdr = Some(hdr);
+                sections.eh_frame = Some(eh);
+            }
+        }
         Self::from_sections(sections, load_bias(&file, mapped_base))
     }
 

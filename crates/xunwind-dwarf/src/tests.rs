@@ -651,3 +651,31 @@ fn rule_cache_keeps_expression_rows_out() {
     assert_eq!(format!("{s1:?}"), format!("{s2:?}"));
     assert_eq!(s2.pointers.gpr(Reg::Rbp), Some(sp));
 }
+
+/// Without section headers, `.eh_frame_hdr` and `.eh_frame` are found through
+/// `PT_GNU_EH_FRAME`, and every lookup is unchanged.
+#[test]
+fn no_section_headers_uses_pt_gnu_eh_frame() {
+    let Some(bytes) = system_lib("libm.so.6") else {
+        return;
+    };
+    let mut stripped = bytes.clone();
+    // e_shoff, e_shnum, e_shstrndx = 0: no section table.
+    stripped[0x28..0x30].fill(0);
+    stripped[0x3c..0x40].fill(0);
+    let with = DwarfUnwinder::new(&bytes, 0).unwrap();
+    let without = DwarfUnwinder::new(&stripped, 0).unwrap();
+    assert!(
+        object::read::elf::ElfFile64::<object::Endianness>::parse(&*stripped)
+            .map(|f| object::Object::section_by_name(&f, ".eh_frame").is_none())
+            .unwrap()
+    );
+    assert_eq!(without.eh_index_source(), IndexSource::EhFrameHdr);
+    assert_eq!(without.eh_index().len(), with.eh_index().len());
+    for &(start, end, off) in &linear_fdes(&with) {
+        for a in [start, end - 1] {
+            let (_, f) = without.find_fde(a).unwrap().unwrap();
+            assert_eq!(f.offset(), off);
+        }
+    }
+}
