@@ -605,3 +605,36 @@ fn thread_list_is_capped() {
     assert_eq!(t.threads.len(), 65536);
     assert_eq!(t.threads[65535].regs.rip(), Some(0x4242));
 }
+
+#[test]
+fn damaged_pdbs_fall_back_to_exports() {
+    // Truncated and overwritten copies of msvc.pdb: each either still matches and names the
+    // filter funclet, or is refused and the exports name the address; never a panic.
+    let pdb = std::fs::read(fixture_dir().join("msvc.pdb")).unwrap();
+    let dir = module_dir("damaged");
+    let syms = temp_dir("damaged-syms");
+    let mut damaged: Vec<Vec<u8>> = [0x20, 0x400, 0x1000, 0x3000, pdb.len() / 2]
+        .iter()
+        .map(|&n| pdb[..n].to_vec())
+        .collect();
+    for page in [1usize, 2, 3, 5, 8, 13] {
+        let mut p = pdb.clone();
+        let at = (page * 0x1000).min(p.len() - 0x100);
+        p[at..at + 0x100].fill(0xff);
+        damaged.push(p);
+    }
+    for bytes in damaged {
+        std::fs::write(syms.join("msvc.pdb"), &bytes).unwrap();
+        let options = LoadOptions {
+            module_dirs: vec![dir.clone()],
+            symbol_dirs: vec![syms.clone()],
+        };
+        let t = open(Dump::default().build(), &options);
+        let got = symbol_at(&t, &options, 0x1553);
+        assert!(
+            got == Some(("?filt$0@0@seh_except@@".into(), 3))
+                || got == Some(("seh_except".into(), 0x33)),
+            "{got:?}"
+        );
+    }
+}

@@ -81,7 +81,11 @@ pub(crate) fn module_symbols<'t>(
         .or_else(|| file.and_then(file_codeview));
     if let Some(cv) = codeview {
         for path in pdb_candidates(&cv, module.located.as_deref(), &options.symbol_dirs) {
-            if let Some(table) = load_pdb(&path, &cv) {
+            // The pdb crate is not ours and a PDB is input like any other: a panic inside it
+            // (a malformed stream it does not check) costs this module its names, nothing more.
+            let loaded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_pdb(&path, &cv)));
+            if let Ok(Some(table)) = loaded {
                 if !table.is_empty() {
                     return Some(Box::new(table));
                 }
