@@ -3,15 +3,19 @@
 //! [`virtual_unwind`] re-reads UNWIND_INFO (and its chain) at every call and runs the epilog
 //! grammar at every pc. [`CompiledFunction`] decodes the codes of the entry and of its whole
 //! chain once into a flat list of ready operations, keeps the few header facts the unwind needs,
-//! and runs the epilog grammar once over every pc past the prolog (behind the two-byte filter
-//! [`may_start_epilog`]), keeping the pcs that start an epilog and what each epilog does: an
-//! unwind then reads no code bytes at all. Its results are those of [`virtual_unwind`], bit for bit (checked by
-//! differential tests over the corpus and Wine's cases, and by fuzzing): only well-formed
-//! version-1 entries are compiled, and everything else (malformed codes or chains, version 2,
-//! [`Compat::Wine8`]) stays with [`virtual_unwind`], which reports exactly what is wrong.
+//! and, for version 1, runs the epilog grammar once over every pc past the prolog (behind the
+//! two-byte filter [`may_start_epilog`]), keeping the pcs that start an epilog and what each
+//! epilog does: an unwind then reads no code bytes at all (version 2 reads its EPILOG
+//! descriptors, which need no code bytes either). Its results are those of [`virtual_unwind`],
+//! bit for bit (checked by differential tests over the corpus and Wine's cases, and by
+//! fuzzing): only well-formed entries with well-formed chains are compiled; the rest
+//! (malformed codes, chains or handler fields) and [`Compat::Wine8`] stay with
+//! [`virtual_unwind`], which reports exactly what is wrong.
 
 use crate::epilog::{may_start_epilog, EpilogAdjust};
-use crate::unwind::{pop, reg, resolve_indirect, unwind_v1_epilog, v1_epilog_at};
+use crate::unwind::{
+    pe_err, pop, reg, resolve_indirect, unwind_v1_epilog, unwind_v2_epilog, v1_epilog_at,
+};
 use crate::{
     virtual_unwind, Compat, EpilogFrameRule, PeImage, RuntimeFunction, UnwindOp, UnwindOptions,
     VirtualUnwind, MAX_CHAIN_DEPTH, UNW_FLAG_CHAININFO, UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
@@ -116,6 +120,8 @@ pub struct CompiledFunction {
     fpreg_at: Option<u8>,
     chained: bool,
     has_codes: bool,
+    /// Version 2: epilogs come from the EPILOG descriptors at unwind time.
+    v2: bool,
     /// The primary (last, unchained) entry: its flags, prolog size, begin and handler.
     primary_flags: u8,
     primary_prolog: u8,
@@ -152,15 +158,12 @@ const MAX_BODY_LOADS: usize = 16;
 
 impl CompiledFunction {
     /// Decodes the rules of `function` (an entry of `image`, possibly indirect) and finds its
-    /// epilogs. `None` when the entry is not a well-formed version-1 UNWIND_INFO with a
-    /// well-formed chain: [`virtual_unwind`] then handles it (and its errors).
+    /// epilogs. `None` when the entry's UNWIND_INFO, codes, chain or handler field is
+    /// malformed: [`virtual_unwind`] then handles it (and reports its errors).
     pub fn new(image: &PeImage<'_>, function: RuntimeFunction) -> Option<Self> {
         let entry = function;
         let function = resolve_indirect(image, function).ok()?;
         let info = image.unwind_info(function.unwind_data).ok()?;
-        if info.version() != 1 {
-            return None;
-        }
         let mut ops = Vec::with_capacity(info.count_of_codes() as usize + 1);
         let mut fpreg_at = None;
         let mut cur = info;
@@ -207,7 +210,7 @@ impl CompiledFunction {
                     UnwindOp::PushMachframe { error_code } => {
                         op(Kind::MachFrame, error_code as u8, 0)
                     }
-                    // Version-2 epilog descriptors of a chained parent do nothing here.
+                    // Version-2 epilog descriptors do nothing when undoing a prolog.
                     UnwindOp::EpilogHead { .. } | UnwindOp::Epilog { .. } => continue,
                     UnwindOp::Unknown { .. } => return None,
                 });
@@ -234,6 +237,7 @@ impl CompiledFunction {
             fpreg_at,
             chained: info.flags() & UNW_FLAG_CHAININFO != 0,
             has_codes: info.count_of_codes() > 0,
+            v2: info.version() >= 2,
             primary_flags: cur.flags(),
             primary_prolog: cur.prolog_size(),
             primary_begin: cur_fn.begin,
@@ -288,7 +292,7 @@ impl CompiledFunction {
     /// reads code bytes for pcs of the function.
     fn find_epilogs(&mut self, image: &PeImage<'_>, out: &mut Vec<Op>) {
         let len = self.function.end.wrapping_sub(self.function.begin);
-        if !self.has_codes || len > MAX_SCANNED_FUNCTION {
+        if !self.has_codes || self.v2 || len > MAX_SCANNED_FUNCTION {
             return;
         }
         let begin = self.function.begin;
@@ -431,7 +435,22 @@ impl CompiledFunction {
         };
 
         if !in_prolog && self.has_codes {
-            let hit = if offset < self.scanned_end {
+            let hit = if self.v2 {
+                // Version 2: the EPILOG descriptors, read as the reference reads them.
+                let info = image
+                    .unwind_info(self.function.unwind_data)
+                    .map_err(|e| pe_err(e, base))?;
+                unwind_v2_epilog(
+                    image,
+                    base,
+                    self.function,
+                    &info,
+                    offset,
+                    regs,
+                    &mut pointers,
+                    mem,
+                )?
+            } else if offset < self.scanned_end {
                 // Epilog pcs were found when compiling: no code bytes to read.
                 match self.epilog_at(offset) {
                     Some(ep) => {

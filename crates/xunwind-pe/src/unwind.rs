@@ -415,7 +415,7 @@ fn unwind_wine8_epilog(
 
 /// Version 2: the EPILOG codes say where the epilogs are; the region is the pops and the return.
 #[allow(clippy::too_many_arguments)]
-fn unwind_v2_epilog(
+pub(crate) fn unwind_v2_epilog<M: MemoryReader + ?Sized>(
     image: &PeImage<'_>,
     base: u64,
     function: RuntimeFunction,
@@ -423,7 +423,7 @@ fn unwind_v2_epilog(
     offset: u32,
     regs: &mut Regs,
     pointers: &mut Option<&mut ContextPointers>,
-    mem: &dyn MemoryReader,
+    mem: &M,
 ) -> Result<bool, UnwindError> {
     let len = function.end.wrapping_sub(function.begin);
     let mut size = 0u32;
