@@ -33,8 +33,10 @@ usage:
         module PATH BASE | stack PATH ADDR | code CODE | param VALUE | REG VALUE
       (REG: rip rsp rax ... r15); relative paths are relative to FILE's directory.
   xunwind dispatch VMLINUX --ip ADDR [--modules DIR]... [--json]
+                   [--rsp ADDR [--reg NAME=VALUE]... --stack FILE@ADDR...] [--system-map FILE]
       The Linux kernel's answer to a fault at ADDR: the __ex_table fixup, or an oops. A module
-      ip is written NAME.ko:SECTION+0xOFF (modules from DIR get disjoint load addresses).
+      ip is written NAME.ko:SECTION+0xOFF (modules from DIR get disjoint load addresses). With
+      the registers and stack memory, an oops comes with the ORC stack it would print.
 
 --compat wine8 follows Wine 8's deviations (its __C_specific_handler unwind scan and epilog
 rules) instead of Windows', to explain what wine64 does.
@@ -96,6 +98,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut input: Option<PathBuf> = None;
     let mut json = false;
     let mut ip: Option<String> = None;
+    let mut system_map: Option<PathBuf> = None;
     let mut options = LoadOptions::default();
     let mut decisions = Decisions::default();
     let mut syn = Synthetic::default();
@@ -115,6 +118,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 return Ok(());
             }
             "--ip" => ip = Some(value("--ip")?),
+            "--system-map" => system_map = Some(PathBuf::from(value("--system-map")?)),
             "--compat" => match value("--compat")?.as_str() {
                 "wine8" => {
                     dopts.scope_rules = ScopeRules::Wine8;
@@ -177,7 +181,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     input.display()
                 )
             })?;
-            run_kernel(&bytes, &input, &ip, &options, json)?
+            run_kernel(
+                &bytes,
+                &input,
+                &ip,
+                &options,
+                &syn,
+                system_map.as_deref(),
+                json,
+            )?
         }
     };
     let r = lines
@@ -476,6 +488,8 @@ fn run_kernel(
     input: &Path,
     ip: &str,
     options: &LoadOptions,
+    syn: &Synthetic,
+    system_map: Option<&Path>,
     json: bool,
 ) -> Result<Vec<String>, String> {
     let kf = KernelFile::parse(bytes).map_err(|e| format!("{}: {e}", input.display()))?;
@@ -506,7 +520,11 @@ fn run_kernel(
             }
         }
     }
-    let resolver = KernelResolver::new(kf, modules).map_err(|e| e.to_string())?;
+    let mut resolver = KernelResolver::new(kf, modules).map_err(|e| e.to_string())?;
+    if let Some(m) = system_map {
+        let text = std::fs::read_to_string(m).map_err(|e| format!("{}: {e}", m.display()))?;
+        resolver.set_symbols(xunwind::extable::Symbols::from_system_map(&text));
+    }
     let addr = match ip.split_once(':') {
         Some((module, rest)) => {
             let (sec, off) = rest
@@ -554,12 +572,56 @@ fn run_kernel(
             }
         }
         KernelResolution::Oops => {
+            // With the stack pointer and stack memory, the ORC walk the oops would print.
+            let stack = if syn.regs.iter().any(|(r, _)| *r == Reg::Rsp) {
+                let mut regs = Regs::new();
+                for &(r, v) in &syn.regs {
+                    regs.set(r, v);
+                }
+                regs.set_rip(addr);
+                let mut mem = RegionMemory::new();
+                for (p, a) in &syn.stacks {
+                    let b = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    mem.add(*a, b);
+                }
+                resolver.oops_stack(&regs, &mem, 64)
+            } else {
+                None
+            };
+            let sym = |a: u64| resolver.symbol(a).map(|(n, off)| format!("{n}+{off:#x}"));
             if json {
                 let mut o = Obj::new();
                 o.str("kind", "oops").str("ip", &format!("{addr:#x}"));
+                if let Some(w) = &stack {
+                    let frames: Vec<String> = w
+                        .frames
+                        .iter()
+                        .map(|f| {
+                            let mut fo = Obj::new();
+                            fo.str("pc", &format!("{:#x}", f.pc))
+                                .str("sp", &format!("{:#x}", f.sp))
+                                .opt_str("function", sym(f.pc).as_deref())
+                                .str("trust", f.trust.as_str());
+                            fo.finish()
+                        })
+                        .collect();
+                    o.raw("stack", &format!("[{}]", frames.join(",")))
+                        .str("end", w.stop.as_str());
+                }
                 o.finish()
             } else {
-                format!("oops: no __ex_table entry for {addr:#x}")
+                let mut t = format!("oops: no __ex_table entry for {addr:#x}");
+                if let Some(w) = &stack {
+                    for (n, f) in w.frames.iter().enumerate() {
+                        t.push_str(&format!(
+                            "\n {n:02} {:#x} {}",
+                            f.pc,
+                            sym(f.pc).unwrap_or_default()
+                        ));
+                    }
+                    t.push_str(&format!("\n -- {}", w.stop.as_str()));
+                }
+                t
             }
         }
     };

@@ -108,6 +108,38 @@ fn fixup_lines_carry_the_extable_fields() {
             format!("{{\"kind\":\"oops\",\"ip\":\"{next}\"}}")
         );
     }
+    // An oops with registers and (empty) stack memory: the ORC walk, here one frame, and a
+    // System.map naming it.
+    let dir = std::env::temp_dir().join(format!("xunwind-dispatch-oops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stack = dir.join("stack");
+    std::fs::write(&stack, vec![0u8; 0x1000]).unwrap();
+    let first = value(&picks[0], "insn").trim_matches('"').to_string();
+    let ip = u64::from_str_radix(&first[2..], 16).unwrap() + 1;
+    let map = dir.join("System.map");
+    std::fs::write(&map, format!("{:x} t planted_symbol\n", ip - 0x10)).unwrap();
+    let got = xunwind(&[
+        "dispatch",
+        v,
+        "--ip",
+        &format!("{ip:#x}"),
+        "--rsp",
+        "0xffffc90000000100",
+        "--stack",
+        &format!("{}@0xffffc90000000000", stack.display()),
+        "--system-map",
+        map.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        got.trim(),
+        format!(
+            "{{\"kind\":\"oops\",\"ip\":\"{ip:#x}\",\"stack\":[{{\"pc\":\"{ip:#x}\",\
+             \"sp\":\"0xffffc90000000100\",\"function\":\"planted_symbol+0x10\",\
+             \"trust\":\"context\"}}],\"end\":\"end_of_stack\"}}"
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     if let Some(kvm) = kvm {
         let dir = std::env::temp_dir().join(format!("xunwind-dispatch-ko-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -4,12 +4,15 @@
 //! the extable crate's own decoder), and insn+1 is an oops unless it is itself an entry; the
 //! same for every entry of kvm-intel.ko (whose table is only sorted at load) placed among other
 //! modules. Without the corpus the test says it was skipped, unless XUNWIND_REQUIRE_CORPUS is
-//! set.
+//! set. The ORC stack an oops would print is checked on a planted two-frame stack.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use xunwind::core::PcKind;
+use xunwind::extable::orc::{OrcReg, OrcTable, OrcType};
 use xunwind::extable::{decode, KernelFile};
 use xunwind::{KernelResolution, KernelResolver};
+use xunwind::{Reg, Regs, SliceMemory, StopReason, Trust};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -111,4 +114,57 @@ fn every_ex_table_entry_and_its_neighbour() {
     if !module_paths.is_empty() {
         assert!(checked > 100, "only {checked} module entries");
     }
+}
+
+/// The stack an oops prints: an ORC walk. Two call frames are planted on a synthetic stack,
+/// each at the place the ORC rule of the frame below says its return address is.
+#[test]
+fn oops_stack_follows_orc() {
+    let Some((vmlinuz, _)) = kernel_files() else {
+        return;
+    };
+    let kf = KernelFile::parse(&std::fs::read(&vmlinuz).unwrap()).unwrap();
+    let orc = OrcTable::from_sections(kf.orc.as_ref().unwrap(), kf.version).unwrap();
+    let call_frame = |pc: u64, kind: PcKind| {
+        orc.rule(pc, kind).filter(|e| {
+            e.ty == OrcType::Call
+                && e.sp_reg == OrcReg::Sp
+                && e.bp_reg == OrcReg::Undefined
+                && e.sp_offset >= 8
+        })
+    };
+    // Two ips with plain "sp + offset" call-frame rules, from the middle of the table.
+    let ips = orc.ips();
+    let mut picks = ips[ips.len() / 2..]
+        .iter()
+        .copied()
+        .filter(|&ip| call_frame(ip, PcKind::Exact).is_some());
+    let a = picks.next().unwrap();
+    let b = picks
+        .find(|&ip| ip > a + 64 && call_frame(ip, PcKind::Exact).is_some())
+        .unwrap();
+    let ret_b = b + 1; // looked up at ret_b - 1 = b
+    let r0 = call_frame(a, PcKind::Exact).unwrap();
+    let r1 = call_frame(ret_b, PcKind::ReturnAddress).unwrap();
+    let base = 0xffff_c900_0000_0000u64;
+    let mut stack = vec![0u8; 0x2000];
+    let sp0 = base + 0x100;
+    let sp1 = sp0 + r0.sp_offset as u64;
+    let at = (sp1 - 8 - base) as usize;
+    stack[at..at + 8].copy_from_slice(&ret_b.to_le_bytes());
+    // The frame above returns to 0: the end of the stack.
+    let sp2 = sp1 + r1.sp_offset as u64;
+    assert!(sp2 - base < 0x2000);
+    let mem = SliceMemory::new(base, &stack);
+    let mut regs = Regs::new();
+    regs.set_rip(a);
+    regs.set(Reg::Rsp, sp0);
+    regs.set(Reg::Rbp, 0x1234);
+    let r = KernelResolver::new(kf, Vec::new()).unwrap();
+    let w = r.oops_stack(&regs, &mem, 16).unwrap();
+    let pcs: Vec<u64> = w.frames.iter().map(|f| f.pc).collect();
+    assert_eq!(pcs, [a, ret_b], "{w:?}");
+    assert_eq!(w.frames[1].sp, sp1);
+    assert_eq!(w.frames[1].trust, Trust::Orc);
+    assert_eq!(w.stop, StopReason::EndOfStack);
 }

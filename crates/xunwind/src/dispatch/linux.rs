@@ -1,6 +1,10 @@
 //! The Linux kernel's answer to a fault in kernel mode: `search_exception_tables(ip)` over
 //! vmlinux, then the module holding the ip; an entry's fixup, or an oops.
 
+use crate::space::{AddressSpace, Module};
+use crate::walk::{StackWalker, Walk};
+use xunwind_core::{MemoryReader, Regs};
+use xunwind_extable::orc::OrcTable;
 use xunwind_extable::{
     decode, decode::x86_handler_type, ExTable, ExTableEntry, ExceptionTables, Extra, FileKind,
     Fixup, KernelFile, ModuleLayout, Source,
@@ -145,6 +149,45 @@ impl KernelResolver {
             section,
             effect,
         }))
+    }
+
+    /// The stack an oops at `regs` would print: an ORC walk of vmlinux's text (no frame-pointer
+    /// or scanning guesses; the kernel's unwinder trusts ORC alone). `None` without ORC data.
+    pub fn oops_stack(
+        &self,
+        regs: &Regs,
+        mem: &dyn MemoryReader,
+        max_frames: usize,
+    ) -> Option<Walk> {
+        let orc = OrcTable::from_sections(self.vmlinux.orc.as_ref()?, self.vmlinux.version).ok()?;
+        let (lo, hi) = orc.text();
+        let mut space = AddressSpace::new();
+        space
+            .add_module(Module {
+                name: "vmlinux".into(),
+                base: lo,
+                size: hi.saturating_sub(lo),
+                walker: Box::new(orc),
+                executable: vec![(lo, hi)],
+            })
+            .ok()?;
+        let walker = StackWalker {
+            max_frames,
+            frame_pointer: false,
+            scan: false,
+            ..StackWalker::default()
+        };
+        Some(walker.walk(&space, regs, mem))
+    }
+
+    /// Replaces the vmlinux's symbols (a stripped image names nothing; System.map does).
+    pub fn set_symbols(&mut self, symbols: xunwind_extable::Symbols) {
+        self.vmlinux.symbols = symbols;
+    }
+
+    /// A kernel symbol for `addr`: (name, offset), from the vmlinux's symbol table.
+    pub fn symbol(&self, addr: u64) -> Option<(&str, u64)> {
+        self.vmlinux.symbols.lookup(None, addr)
     }
 
     /// The vmlinux table (sorted, as searched).
