@@ -7,7 +7,9 @@
 //!   frame whose establisher is the target with UNW_FLAG_UHANDLER, running termination handlers
 //!   (the target frame's with EXCEPTION_TARGET_UNWIND). Code is looked up in the loaded images,
 //!   then in the dynamic function tables ([`CodeImages`]). Frame numbers are `xunwind stack`'s.
-//! - Linux ([`KernelResolver`]): the exact `__ex_table` lookup over vmlinux and modules.
+//! - Linux ([`KernelResolver`]): the exact `__ex_table` lookup over vmlinux, then the module
+//!   holding the ip (BPF tables are not loaded); a fixup with its decoded type and register
+//!   effect, or an oops with the ORC stack it would print ([`KernelResolver::oops_stack`]).
 //!
 //! Language data, by handler (identified by name: exports, COFF symbols, import thunks):
 //! - `__C_specific_handler` — decoded and simulated fully: filters in table order (a constant 1
