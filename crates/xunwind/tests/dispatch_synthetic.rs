@@ -667,3 +667,47 @@ fn wine8_scope_rules_run_the_enclosing_finally() {
         .iter()
         .any(|e| matches!(e, Event::Finally { frame: 2, .. })));
 }
+
+#[test]
+fn dynamic_tables_answer_only_where_no_image_table_does() {
+    // An image with .pdata answers for its whole range (a pc without an entry is a leaf); an
+    // image without an exception directory, or no image, leaves the pc to the dynamic tables.
+    let (bytes, n) = seh_image();
+    let with_pdata = PeImage::from_parts(&bytes, B, 0x3000, n * 12);
+    let no_pdata_bytes = vec![0xccu8; 0x1000];
+    let no_pdata = PeImage::from_parts(&no_pdata_bytes, 0x2_0000_0000, 0, 0);
+    let code = vec![0u8; 0x1000];
+    let mut imgs = CodeImages::new();
+    imgs.add(PeModule::from_image("seh.exe", B, with_pdata));
+    imgs.add(PeModule::from_image(
+        "jit-host.dll",
+        0x2_0000_0000,
+        no_pdata,
+    ));
+    let entry = |begin: u32| RuntimeFunction {
+        begin,
+        end: begin + 0x10,
+        unwind_data: 0x800,
+    };
+    // Tables over part of seh.exe (an unused range), over jit-host.dll, and over free memory.
+    imgs.dynamic
+        .add_function_table(vec![entry(0x1400)], B, &code);
+    imgs.dynamic
+        .add_function_table(vec![entry(0x100)], 0x2_0000_0000, &code);
+    imgs.dynamic
+        .add_function_table(vec![entry(0x100)], 0x3_0000_0000, &code);
+    assert!(imgs.lookup_function_entry(B + 0x1405).is_none());
+    assert_eq!(
+        imgs.lookup_function_entry(B + 0x1205)
+            .map(|f| (f.module, f.function.begin)),
+        Some((Some(0), 0x1200))
+    );
+    let j = imgs.lookup_function_entry(0x2_0000_0105).unwrap();
+    assert_eq!(
+        (j.module, j.base, j.function.begin),
+        (None, 0x2_0000_0000, 0x100)
+    );
+    let j = imgs.lookup_function_entry(0x3_0000_0105).unwrap();
+    assert_eq!((j.module, j.base), (None, 0x3_0000_0000));
+    assert!(imgs.lookup_function_entry(0x3_0000_0125).is_none());
+}
