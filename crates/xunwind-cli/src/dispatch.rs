@@ -31,6 +31,7 @@ usage:
   xunwind dispatch --context FILE [options as above]
       Reads the synthetic fault from FILE, one `key value...` per line (# comments):
         module PATH BASE | stack PATH ADDR | code CODE | param VALUE | REG VALUE
+        | stacklimits LOW HIGH (the thread's stack: establisher frames are checked)
       (REG: rip rsp rax ... r15); relative paths are relative to FILE's directory.
   xunwind dispatch VMLINUX --ip ADDR [--modules DIR]... [--json]
                    [--rsp ADDR [--reg NAME=VALUE]... --stack FILE@ADDR...] [--system-map FILE]
@@ -51,6 +52,7 @@ struct Synthetic {
     stacks: Vec<(PathBuf, u64)>,
     regs: Vec<(Reg, u64)>,
     rip: Option<u64>,
+    stack_limits: Option<(u64, u64)>,
     code: Option<u32>,
     params: Vec<u64>,
 }
@@ -85,6 +87,7 @@ impl Synthetic {
                 ["code", c] => self.code = Some(hex(c)? as u32),
                 ["param", v] => self.params.push(hex(v)?),
                 ["rip", v] => self.rip = Some(hex(v)?),
+                ["stacklimits", lo, hi] => self.stack_limits = Some((hex(lo)?, hex(hi)?)),
                 [r, v] => self.regs.push((reg_by_name(r).ok_or_else(bad)?, hex(v)?)),
                 _ => return Err(bad()),
             }
@@ -263,7 +266,11 @@ fn run_synthetic(
             _ => None,
         }
     };
-    resolve(&images, &fault, &mem, decisions, dopts, &name, json)
+    let mut dopts = *dopts;
+    if dopts.stack_limits.is_none() {
+        dopts.stack_limits = syn.stack_limits;
+    }
+    resolve(&images, &fault, &mem, decisions, &dopts, &name, json)
 }
 
 fn run_minidump(
@@ -287,12 +294,24 @@ fn run_minidump(
                 _ => None,
             })
     };
+    // The dump holds the thread's stack from its rsp up to StackBase: that region's end is the
+    // high limit (its start, above the real StackLimit, bounds nothing an establisher reaches).
+    let mut dopts = *dopts;
+    if dopts.stack_limits.is_none() {
+        let rsp = fault.regs.rsp().unwrap_or(0);
+        dopts.stack_limits = target
+            .memory
+            .regions()
+            .iter()
+            .find(|r| r.base <= rsp && rsp - r.base < r.data.len() as u64)
+            .map(|r| (r.base, r.base + r.data.len() as u64));
+    }
     resolve(
         &images,
         &fault,
         &target.memory,
         decisions,
-        dopts,
+        &dopts,
         &name,
         json,
     )

@@ -711,3 +711,41 @@ fn dynamic_tables_answer_only_where_no_image_table_does() {
     assert_eq!((j.module, j.base), (None, 0x3_0000_0000));
     assert!(imgs.lookup_function_entry(0x3_0000_0125).is_none());
 }
+
+#[test]
+fn stack_limits_stop_the_search_as_windows_does() {
+    let (bytes, n) = seh_image();
+    let imgs = images(&bytes, n);
+    let st = stack(&[B + 0x1225, B + 0x1125, B + 0x1020]);
+    let mem = SliceMemory::new(STACK, &st);
+    let f = fault(B + 0x1310, FAULT_CODE, vec![]);
+    let decline = decide(&[(B + 0x1500, FilterResult::ContinueSearch)]);
+    let with = |lo: u64, hi: u64| {
+        let o = DispatchOptions {
+            stack_limits: Some((lo, hi)),
+            ..DispatchOptions::default()
+        };
+        ExceptionResolver::new(&imgs, o)
+            .dispatch(&f, &mem, &decline)
+            .unwrap()
+    };
+    // Limits holding every frame: the same answer as without.
+    assert!(matches!(
+        with(STACK, STACK + 0x400).outcome,
+        Outcome::Except { frame: 3, .. }
+    ));
+    // main's frame (establisher STACK + 0x90) lies past the high limit: the caller's rsp leaves
+    // the stack after frame 2, which ends the search before main's __except is seen.
+    let d = with(STACK, STACK + 0x90);
+    assert_eq!(d.frames.len(), 3);
+    assert_eq!(
+        d.outcome,
+        Outcome::Unhandled {
+            reason: "end of stack"
+        }
+    );
+    // An establisher below the low limit: stack invalid.
+    let d = with(STACK + 8, STACK + 0x400);
+    assert!(d.frames.is_empty());
+    assert!(matches!(d.outcome, Outcome::Unhandled { reason } if reason.contains("stack invalid")));
+}

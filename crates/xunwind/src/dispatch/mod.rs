@@ -34,8 +34,9 @@
 //! - `__CxxFrameHandler4` (compressed FuncInfo4) and any other handler: not decoded,
 //!   [`Outcome::Unsupported`].
 //!
-//! Not simulated: collided unwinds, nested exceptions, stack-limit checks of the establisher
-//! frame. The event list and the outcome are non-exhaustive enums so that they can be added.
+//! Stack limits ([`DispatchOptions::stack_limits`]) are checked as RtlDispatchException does
+//! when known. Not simulated: collided unwinds and nested exceptions; the event list and the
+//! outcome are non-exhaustive enums so that they can be added.
 
 mod images;
 mod linux;

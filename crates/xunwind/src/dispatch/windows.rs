@@ -71,6 +71,10 @@ pub struct DispatchOptions {
     pub unwind: UnwindOptions,
     /// Whose `__C_specific_handler` unwind rules to follow.
     pub scope_rules: ScopeRules,
+    /// The thread's stack limits `[low, high)` (TEB StackLimit, StackBase), when known:
+    /// RtlDispatchException stops with EXCEPTION_STACK_INVALID at an establisher frame outside
+    /// them or misaligned, and ends its walk once the caller's rsp leaves them.
+    pub stack_limits: Option<(u64, u64)>,
 }
 
 /// The termination-handler scan of `__C_specific_handler` during an unwind.
@@ -95,6 +99,7 @@ impl Default for DispatchOptions {
             max_frames: 256,
             unwind: UnwindOptions::default(),
             scope_rules: ScopeRules::Windows,
+            stack_limits: None,
         }
     }
 }
@@ -233,6 +238,14 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                     data,
                     language: self.language(address),
                 });
+                if let Some((lo, hi)) = self.options.stack_limits {
+                    let e = s.establisher;
+                    if e < lo || e >= hi || e & 7 != 0 {
+                        break 'walk Phase1::Stop(Outcome::Unhandled {
+                            reason: "establisher frame outside the stack limits (stack invalid)",
+                        });
+                    }
+                }
                 out.frames.push(FrameInfo {
                     number: n,
                     pc,
@@ -250,6 +263,13 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                     }
                 }
                 let nsp = s.caller.rsp().unwrap_or(0);
+                if let Some((lo, hi)) = self.options.stack_limits {
+                    if nsp < lo || nsp >= hi {
+                        break 'walk Phase1::Stop(Outcome::Unhandled {
+                            reason: "end of stack",
+                        });
+                    }
+                }
                 if nsp <= sp && !s.machine_frame {
                     break 'walk Phase1::Stop(Outcome::Unhandled {
                         reason: "stack not increasing",
