@@ -47,8 +47,9 @@ enum Kind {
 }
 
 /// One decoded unwind code (or the start of a chain level), 8 bytes. After the codes, the
-/// same array holds the epilog pcs, [`EPILOG_OPS`] words each, so that one function's rules
-/// are one allocation (fewer cache misses on the first step through it).
+/// same array holds the body loads and the epilog pcs (their offsets, one word each, then their
+/// rules, [`EPILOG_OPS`] words each), so that one function's rules are one allocation (fewer
+/// cache misses on the first step through it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Op {
     kind: Kind,
@@ -60,9 +61,14 @@ struct Op {
 }
 
 /// Words of an encoded [`EpilogAt`].
-const EPILOG_OPS: usize = 4;
+const EPILOG_OPS: usize = 2;
+
+/// Most pops an encoded epilog holds (56 bits of register numbers); a function with a longer
+/// epilog is not scanned (its epilogs are recognised at unwind time).
+const MAX_ENCODED_POPS: u8 = 14;
 
 impl EpilogAt {
+    /// The rule without its offset (kept in the dense offset array).
     fn encode(&self) -> [Op; EPILOG_OPS] {
         let w = |at, reg, x, imm| Op {
             kind: Kind::Level,
@@ -71,22 +77,24 @@ impl EpilogAt {
             x,
             imm,
         };
+        let p = self.pops;
         [
-            w(self.adjust, self.lea_reg, self.pop_count, self.offset),
-            w(0, 0, 0, self.imm as u32),
-            w(0, 0, 0, self.pops as u32),
-            w(0, 0, 0, (self.pops >> 32) as u32),
+            w(self.adjust, self.lea_reg, self.pop_count, self.imm as u32),
+            w(p as u8, (p >> 8) as u8, (p >> 16) as u8, (p >> 24) as u32),
         ]
     }
 
-    fn decode(w: &[Op]) -> EpilogAt {
+    fn decode(offset: u32, w: &[Op]) -> EpilogAt {
         EpilogAt {
-            offset: w[0].imm,
+            offset,
             adjust: w[0].at,
             lea_reg: w[0].reg,
             pop_count: w[0].x,
-            imm: w[1].imm as i32,
-            pops: w[2].imm as u64 | (w[3].imm as u64) << 32,
+            imm: w[0].imm as i32,
+            pops: w[1].at as u64
+                | (w[1].reg as u64) << 8
+                | (w[1].x as u64) << 16
+                | (w[1].imm as u64) << 24,
         }
     }
 }
@@ -137,8 +145,8 @@ pub struct CompiledFunction {
     /// The body program (see [`CompiledFunction::body`]): `code[n_ops..epi_start]` holds its
     /// loads; `None` when the codes do not reduce to one.
     body: Option<Body>,
-    /// The ops, the body loads, then the epilog pcs (sorted by offset, [`EPILOG_OPS`] words
-    /// each).
+    /// The ops, the body loads, the epilog offsets (sorted), then the epilog rules
+    /// ([`EPILOG_OPS`] words each, in the same order).
     code: Box<[Op]>,
 }
 
@@ -297,6 +305,7 @@ impl CompiledFunction {
         }
         let begin = self.function.begin;
         let code = image.bytes_at(begin);
+        let mut offsets = Vec::new();
         let mut rules = Vec::new();
         for offset in self.prolog_size as u32..len {
             let pc_rva = begin.wrapping_add(offset);
@@ -322,11 +331,21 @@ impl CompiledFunction {
                 Some(EpilogAdjust::Add(n)) => (1, 0, n),
                 Some(EpilogAdjust::Lea(r, d)) => (2, r.number(), d),
             };
+            if ep.pop_count > MAX_ENCODED_POPS {
+                return;
+            }
             let pops = ep
                 .pops()
                 .iter()
                 .enumerate()
                 .fold(0u64, |acc, (i, r)| acc | (r.number() as u64) << (4 * i));
+            offsets.push(Op {
+                kind: Kind::Level,
+                at: 0,
+                reg: 0,
+                x: 0,
+                imm: offset,
+            });
             rules.extend(
                 EpilogAt {
                     offset,
@@ -340,8 +359,8 @@ impl CompiledFunction {
             );
         }
         // The offsets first, densely, for the search; then the rules.
-        self.n_epi = (rules.len() / EPILOG_OPS) as u32;
-        out.extend(rules.iter().step_by(EPILOG_OPS).copied());
+        self.n_epi = offsets.len() as u32;
+        out.extend(offsets);
         out.extend(rules);
         self.scanned_end = len;
     }
@@ -367,7 +386,9 @@ impl CompiledFunction {
             return None;
         }
         let w = start + n + base * EPILOG_OPS;
-        self.code.get(w..w + EPILOG_OPS).map(EpilogAt::decode)
+        self.code
+            .get(w..w + EPILOG_OPS)
+            .map(|w| EpilogAt::decode(offset, w))
     }
 
     /// The function entry (after indirection) these rules belong to.
@@ -744,17 +765,57 @@ mod tests {
         }
     }
 
+    /// An epilog with more pops than the encoding holds: the function is not scanned, and its
+    /// epilogs are recognised at unwind time, with the reference's results.
+    #[test]
+    fn epilog_with_many_pops_is_recognised_at_unwind_time() {
+        let mut bytes = vec![0x90u8; 0x1000];
+        bytes[0x100] = 0x53; // push rbx
+        let pops = MAX_ENCODED_POPS as usize + 1;
+        let epi = 0x180;
+        bytes[epi..epi + pops].fill(0x5b); // pop rbx, many times
+        bytes[epi + pops] = 0xc3;
+        let end = (epi + pops + 1) as u32;
+        bytes[0x800..0x808].copy_from_slice(&[0x01, 1, 1, 0, 1, 0x30, 0, 0]);
+        for (i, v) in [0x100u32, end, 0x800].iter().enumerate() {
+            bytes[0x900 + 4 * i..0x904 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        let base = 0x1_4000_0000u64;
+        let img = PeImage::from_parts(&bytes, base, 0x900, 12);
+        let f = img.functions().get(0).unwrap();
+        let c = CompiledFunction::new(&img, f).unwrap();
+        assert_eq!((c.scanned_end, c.epilog_pcs()), (0, 0));
+        let stack: Vec<u8> = (0..0x100u64)
+            .flat_map(|k| (0x5000 + 8 * k).to_le_bytes())
+            .collect();
+        let mem = SliceMemory::new(0x7000_0000, &stack);
+        for pc in (0x100..end + 1).map(|r| base + r as u64) {
+            let mut g = [0xa000u64; 16];
+            g[Reg::Rsp as usize] = 0x7000_0080;
+            let (mut r1, mut p1) = (Regs::with_gprs(pc, g), ContextPointers::new());
+            let (mut r2, mut p2) = (r1.clone(), p1);
+            let opts = UnwindOptions::default();
+            let want = virtual_unwind(&img, base, f, pc, &mut r1, Some(&mut p1), 3, &mem, &opts);
+            let got = c.unwind(&img, base, pc, &mut r2, Some(&mut p2), 3, &mem, &opts);
+            assert_eq!(got, want, "pc {pc:#x}");
+            assert_eq!((r2, p2), (r1, p1), "pc {pc:#x}");
+            if pc == base + epi as u64 {
+                assert!(got.unwrap().in_epilog);
+            }
+        }
+    }
+
     #[test]
     fn epilog_encoding_round_trips() {
         let e = EpilogAt {
             offset: 0x1234_5678,
             adjust: 2,
             lea_reg: 13,
-            pop_count: 16,
+            pop_count: MAX_ENCODED_POPS,
             imm: -0x80,
-            pops: 0xfedc_ba98_7654_3210,
+            pops: 0x00dc_ba98_7654_3210,
         };
-        assert_eq!(EpilogAt::decode(&e.encode()), e);
+        assert_eq!(EpilogAt::decode(e.offset, &e.encode()), e);
     }
 
     #[test]
