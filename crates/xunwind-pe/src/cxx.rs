@@ -8,7 +8,8 @@
 use crate::{PeError, PeImage};
 use core::fmt;
 
-/// Most entries of any FuncInfo table that are read (each is bounded by the image anyway).
+/// Most entries of any FuncInfo table that are read, and most catch clauses in all (each is
+/// bounded by the image anyway, but tables may share entries).
 pub const MAX_CXX_ENTRIES: u32 = 1 << 16;
 
 /// What is wrong with (or unsupported in) C++ exception data.
@@ -107,7 +108,7 @@ fn count(n: u32) -> Result<u32, CxxError> {
 /// The decorated name of a TypeDescriptor (after the vftable pointer and spare word).
 fn type_name(img: &PeImage<'_>, rva: u32) -> Option<String> {
     let b = img.bytes_at(rva.checked_add(16)?);
-    let end = b.iter().take(4096).position(|&c| c == 0)?;
+    let end = b.iter().take(1024).position(|&c| c == 0)?;
     Some(String::from_utf8_lossy(&b[..end]).into_owned())
 }
 
@@ -140,10 +141,13 @@ impl FuncInfo {
             ));
         }
         let mut try_blocks = Vec::new();
+        // Every try block may name the same handler array: bound the clauses in total.
+        let mut clauses = 0u32;
         for i in 0..n_try {
             let at = try_rva.wrapping_add(20 * i);
             let g = |k: u32| read_u32(img, at.wrapping_add(4 * k));
             let n_catch = count(g(3)?)?;
+            clauses = count(clauses.saturating_add(n_catch))?;
             let arr = g(4)?;
             let mut catches = Vec::new();
             for c in 0..n_catch {
@@ -264,6 +268,14 @@ mod tests {
             FuncInfo::parse(&img, 0x100),
             Err(CxxError::Unsupported(_))
         ));
+        // Try blocks sharing one handler array cannot multiply into billions of clauses.
+        let mut big = vec![0u8; 0x8000];
+        put(&mut big, 0, &[0x1993_0520, 0, 0, 300, 0x100, 0, 0]);
+        for i in 0..300 {
+            put(&mut big, 0x100 + 20 * i, &[0, 0, 0, 300, 0x2000]);
+        }
+        let img = PeImage::from_parts(&big, 0, 0, 0);
+        assert_eq!(FuncInfo::parse(&img, 0), Err(CxxError::BadCount(65_700)));
         put(&mut b, 0x100, &[0x1993_0520, u32::MAX]);
         let img = PeImage::from_parts(&b, 0, 0, 0);
         assert!(matches!(

@@ -662,8 +662,14 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                             .map_err(|e| DispatchError::LanguageData(data, e.to_string()))?;
                         let rva = pc.wrapping_sub(f.base) as u32;
                         let target_rva = t.ip.wrapping_sub(f.base) as u32;
-                        let records: Vec<_> = table.records().collect();
-                        for (i, r) in records.iter().enumerate() {
+                        // The scopes holding the target pc, as (JumpTarget, HandlerAddress):
+                        // built once, so hostile tables cost linear time, not quadratic.
+                        let at_target: std::collections::HashSet<(u32, u32)> = table
+                            .records()
+                            .filter(|o| o.contains(target_rva))
+                            .map(|o| (o.jump_target, o.handler))
+                            .collect();
+                        for (i, r) in table.records().enumerate() {
                             if !r.contains(rva) {
                                 continue;
                             }
@@ -673,11 +679,7 @@ impl<'i, 'a> ExceptionResolver<'i, 'a> {
                                 // __except scope whose handler is the target.
                                 ScopeRules::Windows => {
                                     (is_target
-                                        && records.iter().any(|o| {
-                                            o.contains(target_rva)
-                                                && o.jump_target == r.jump_target
-                                                && o.handler == r.handler
-                                        }))
+                                        && at_target.contains(&(r.jump_target, r.handler)))
                                         || (r.jump_target != 0
                                             && is_target
                                             && target_rva == r.jump_target)
