@@ -290,7 +290,7 @@ def main(argv=None):
     ap.add_argument("files", nargs="*")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--xunwind", default=os.environ.get("XUNWIND",
-                                                        os.path.join(ROOT, "target/release/xunwind")))
+                                                        os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release/xunwind")))
     ap.add_argument("--xunwind-json")
     ap.add_argument("--oracle", default="auto",
                     choices=["auto", "llvm-readobj", "llvm-readobj-22", "lief"])

@@ -48,7 +48,7 @@ def same(wine, ours):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--xunwind", default=os.path.join(ROOT, "target/release/xunwind"))
+    ap.add_argument("--xunwind", default=os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release/xunwind"))
     ap.add_argument("--every", type=int, default=1, help="keep every K-th probe")
     ap.add_argument("--max-files", type=int, default=0)
     ap.add_argument("--set", action="append", default=[])
