@@ -313,6 +313,15 @@ impl<'d> DwarfUnwinder<'d> {
             .map_or(0, |s| s.rows.iter().filter(|r| r.live).count())
     }
 
+    /// Whether the rule cache holds the row for the link-time address `svma`.
+    pub fn is_rule_cached(&self, svma: u64) -> bool {
+        self.scratch.try_borrow().is_ok_and(|s| {
+            s.rows
+                .get(cache::slot(svma))
+                .is_some_and(|r| r.live && r.key == svma)
+        })
+    }
+
     /// Runtime address minus link-time address.
     pub fn bias(&self) -> u64 {
         self.bias

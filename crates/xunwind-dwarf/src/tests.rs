@@ -645,6 +645,8 @@ fn rule_cache_keeps_expression_rows_out() {
         .step(&regs_at(BIAS + 0x1001, sp, 0x55), PcKind::Exact, &mem)
         .unwrap();
     assert_eq!(u.rule_cache_len(), 1);
+    assert!(u.is_rule_cached(0x1001));
+    assert!(!u.is_rule_cached(0x2004));
     let s2 = u
         .step(&regs_at(BIAS + 0x1001, sp, 0x55), PcKind::Exact, &mem)
         .unwrap();
