@@ -100,6 +100,50 @@ impl<'a> AddressSpace<'a> {
         Ok(ModuleId(id))
     }
 
+    /// Adds many modules with one index rebuild (a dump names hundreds; adding them one by one
+    /// rebuilds the index each time). A module overlapping one already present or one earlier
+    /// in `modules` is left out and returned, so the result never mis-attributes an address.
+    pub fn add_modules(
+        &mut self,
+        modules: impl IntoIterator<Item = Module<'a>>,
+    ) -> (Vec<ModuleId>, Vec<Module<'a>>) {
+        let mut added = Vec::new();
+        let mut rejected = Vec::new();
+        // Ranges already taken, sorted by begin; kept disjoint as modules are accepted.
+        let mut taken: Vec<(u64, u64)> = self
+            .order
+            .iter()
+            .filter_map(|&i| self.slots[i].as_ref())
+            .map(|m| (m.base, m.base.saturating_add(m.size)))
+            .collect();
+        for m in modules {
+            let (b, e) = (m.base, m.base.saturating_add(m.size));
+            let at = taken.partition_point(|&(tb, _)| tb < b);
+            let overlaps_prev = at > 0 && taken[at - 1].1 > b;
+            let overlaps_next = at < taken.len() && taken[at].0 < e;
+            if b >= e || overlaps_prev || overlaps_next {
+                rejected.push(m);
+                continue;
+            }
+            taken.insert(at, (b, e));
+            let id = self
+                .slots
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(self.slots.len());
+            if id == self.slots.len() {
+                self.slots.push(None);
+            }
+            self.slots[id] = Some(m);
+            added.push(ModuleId(id));
+        }
+        if !added.is_empty() {
+            self.rebuild()
+                .expect("accepted modules are non-empty and disjoint");
+        }
+        (added, rejected)
+    }
+
     /// Removes a module, returning it.
     pub fn remove_module(&mut self, id: ModuleId) -> Option<Module<'a>> {
         let m = self.slots.get_mut(id.0)?.take()?;

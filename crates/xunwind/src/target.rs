@@ -5,7 +5,7 @@
 //! platform halves (`windows`: minidumps, PE, PDB; `linux`: ELF core files, ELF, DWARF) fill it
 //! in; the stack walker and the CLI see only this.
 
-use crate::space::{AddressSpace, Module};
+use crate::space::AddressSpace;
 use core::fmt;
 use std::path::{Path, PathBuf};
 use xunwind_core::{RegionMemory, Regs};
@@ -203,17 +203,13 @@ impl Target {
     /// The module map with an unwinder per module (modules without a usable file are mapped
     /// with no unwind information, so the walk falls back to frame pointers and scanning).
     pub fn address_space(&self) -> AddressSpace<'_> {
+        let modules = self.modules.iter().filter_map(|m| match self.platform {
+            Platform::Windows => crate::windows::module_unwinder(m, &self.memory),
+            Platform::Linux => crate::linux::module_unwinder(m, &self.memory),
+        });
         let mut space = AddressSpace::new();
-        for m in &self.modules {
-            let module: Option<Module<'_>> = match self.platform {
-                Platform::Windows => crate::windows::module_unwinder(m, &self.memory),
-                Platform::Linux => crate::linux::module_unwinder(m, &self.memory),
-            };
-            if let Some(module) = module {
-                // Overlapping modules (a corrupt list) are left out rather than mis-attributed.
-                let _ = space.add_module(module);
-            }
-        }
+        // Overlapping modules (a corrupt list) are left out rather than mis-attributed.
+        let _rejected = space.add_modules(modules);
         space
     }
 

@@ -19,6 +19,9 @@ pub enum StopReason {
     NoCaller,
     /// The registers lacked the instruction or stack pointer.
     MissingRegisters,
+    /// The caller's pc lies in no module and in no readable memory: the unwind went astray
+    /// (or the dump lacks the module), so nothing past it can be trusted.
+    UnmappedReturnAddress(u64),
 }
 
 impl StopReason {
@@ -31,6 +34,7 @@ impl StopReason {
             StopReason::Unreadable(_) => "unreadable_memory",
             StopReason::NoCaller => "no_caller",
             StopReason::MissingRegisters => "missing_registers",
+            StopReason::UnmappedReturnAddress(_) => "unmapped_return_address",
         }
     }
 }
@@ -123,6 +127,12 @@ impl StackWalker {
             if npc == 0 {
                 break StopReason::EndOfStack;
             }
+            let module = space
+                .module_at(next_kind.lookup_address(npc))
+                .map(|(id, _)| id);
+            if module.is_none() && mem.read(npc, &mut [0u8]).is_err() {
+                break StopReason::UnmappedReturnAddress(npc);
+            }
             // The stack grows down, so callers live higher; equal or lower means a loop,
             // except across a trap frame, which may switch stacks.
             if nsp <= sp && !(next_kind == PcKind::Exact && npc != pc) {
@@ -132,9 +142,7 @@ impl StackWalker {
                 pc: npc,
                 sp: nsp,
                 trust,
-                module: space
-                    .module_at(next_kind.lookup_address(npc))
-                    .map(|(id, _)| id),
+                module,
                 regs: next.clone(),
             });
             cur = next;

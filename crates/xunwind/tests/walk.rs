@@ -92,24 +92,26 @@ fn outside_modules_frame_pointer_then_scan() {
     assert_eq!(walk.frames[1].trust, Trust::FramePointer);
     assert_eq!(walk.frames[1].pc, BASE + 0x1030);
     assert_eq!(walk.frames[1].sp, STACK + 0x110);
-    // Frame 2 unwinds A by pdata to 0x1234, which is in no module: frame pointer fails (rbp
-    // 0x200 points at zeros), and the scan finds nothing executable: the walk stops there.
-    assert_eq!(walk.frames[2].pc, 0x1234);
-    assert_eq!(walk.frames.len(), 3);
-    assert_eq!(walk.stop, StopReason::NoCaller);
+    // A unwinds by pdata to 0x1234, which no module and no memory maps: the walk stops
+    // there (CONFORMANCE 5) rather than scanning on from a frame that cannot be real.
+    assert_eq!(walk.frames.len(), 2);
+    assert_eq!(walk.stop, StopReason::UnmappedReturnAddress(0x1234));
 
-    // With a code address further up, the scan finds it.
+    // Without a frame pointer, the scan finds the first code address above rsp.
     put(&mut st, STACK + 0x180, BASE + 0x1111);
     let mem = SliceMemory::new(STACK, &st);
+    regs.set(Reg::Rbp, 0);
+    regs.set(Reg::Rsp, STACK + 0x140);
     let walk = StackWalker::default().walk(&sp, &regs, &mem);
-    assert_eq!(walk.frames[3].trust, Trust::Scan);
-    assert_eq!(walk.frames[3].pc, BASE + 0x1111);
-    assert_eq!(walk.frames[3].sp, STACK + 0x188);
+    assert_eq!(walk.frames[1].trust, Trust::Scan);
+    assert_eq!(walk.frames[1].pc, BASE + 0x1111);
+    assert_eq!(walk.frames[1].sp, STACK + 0x188);
     let no_scan = StackWalker {
         scan: false,
         ..StackWalker::default()
     };
-    assert_eq!(no_scan.walk(&sp, &regs, &mem).frames.len(), 3);
+    let walk = no_scan.walk(&sp, &regs, &mem);
+    assert_eq!((walk.frames.len(), walk.stop), (1, StopReason::NoCaller));
 }
 
 #[test]
@@ -170,4 +172,61 @@ fn overlapping_modules_are_refused_and_removal_works() {
     assert!(sp.module_at(BASE + 0x10010).is_none());
     assert!(sp.generation() > g);
     assert_eq!(sp.module_at(BASE + 5).unwrap().1.name, "test.dll");
+}
+
+#[test]
+fn a_return_address_in_no_module_and_no_memory_ends_the_walk() {
+    let img = image();
+    let sp = space(&img);
+    let mut st = vec![0u8; 0x400];
+    // A's frame returns into B; B's frame returns to an address nothing maps.
+    put(&mut st, STACK + 0x20, 0xbbbb);
+    put(&mut st, STACK + 0x28, BASE + 0x1120);
+    put(&mut st, STACK + 0x58, 0x4);
+    let mem = SliceMemory::new(STACK, &st);
+    let mut regs = Regs::with_gprs(BASE + 0x1010, [0; 16]);
+    regs.set(Reg::Rsp, STACK);
+    let walk = StackWalker::default().walk(&sp, &regs, &mem);
+    assert_eq!(walk.frames.len(), 2, "{:?}", walk.frames);
+    assert_eq!(walk.stop, StopReason::UnmappedReturnAddress(0x4));
+    assert_eq!(walk.stop.as_str(), "unmapped_return_address");
+    // The same address in readable memory (JIT code outside every module) is walked into.
+    let mut st2 = st.clone();
+    put(&mut st2, STACK + 0x58, STACK + 0x300);
+    let mem2 = SliceMemory::new(STACK, &st2);
+    let walk = StackWalker::default().walk(&sp, &regs, &mem2);
+    assert_eq!(walk.frames.get(2).map(|f| f.pc), Some(STACK + 0x300));
+}
+
+#[test]
+fn add_modules_builds_once_and_leaves_out_overlaps() {
+    let img = image();
+    let mut sp = space(&img);
+    let pe = PeImage::from_parts(&img, BASE, 0x3000, 24);
+    let module = |name: &str, base: u64, size: u64| Module {
+        name: name.into(),
+        base,
+        size,
+        walker: Box::new(PeUnwinder::new(pe.clone(), base)),
+        executable: vec![],
+    };
+    let g = sp.generation();
+    let (added, rejected) = sp.add_modules([
+        module("c", BASE + 0x30000, 0x1000),
+        module("overlaps test.dll", BASE + 0x3fff, 0x10),
+        module("b", BASE + 0x20000, 0x1000),
+        module("overlaps b", BASE + 0x20fff, 0x10),
+        module("empty", BASE + 0x40000, 0),
+        module("between", BASE + 0x21000, 0x100),
+    ]);
+    assert_eq!(added.len(), 3);
+    let names: Vec<_> = rejected.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["overlaps test.dll", "overlaps b", "empty"]);
+    assert_eq!(sp.generation(), g + 1, "one rebuild");
+    assert_eq!(sp.len(), 4);
+    assert_eq!(sp.module_at(BASE + 0x20fff).unwrap().1.name, "b");
+    assert_eq!(sp.module_at(BASE + 0x21000).unwrap().1.name, "between");
+    assert_eq!(sp.module_at(BASE + 0x30800).unwrap().1.name, "c");
+    assert_eq!(sp.module_at(BASE + 5).unwrap().1.name, "test.dll");
+    assert!(sp.module_at(BASE + 0x21100).is_none());
 }
