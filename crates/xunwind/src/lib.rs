@@ -24,6 +24,8 @@ pub use dispatch::{
     Fault, FilterResult, FrameInfo, FunctionRef, HandlerInfo, KernelFixup, KernelResolution,
     KernelResolver, Language, Outcome, PeModule,
 };
+#[cfg(all(feature = "live", target_os = "linux"))]
+pub use linux::live::{LiveError, LiveMemory, LiveProcess};
 pub use space::{AddressSpace, Module, ModuleId};
 pub use target::{
     CodeView, ExceptionRecord, LoadOptions, Location, ModuleImage, PeRecord, Platform, Symbol,

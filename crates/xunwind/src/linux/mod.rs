@@ -481,5 +481,7 @@ pub(crate) fn module_symbols<'t>(
     Some(Box::new(ElfSymbols { syms }))
 }
 
+#[cfg(all(feature = "live", target_os = "linux"))]
+pub mod live;
 #[cfg(test)]
 mod tests;
