@@ -12,6 +12,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use xunwind::{LiveError, LiveProcess, LoadOptions, MemoryReader, StackWalker, StopReason};
 
+/// Two threads: the leader sleeps in main, a second one blocks in worker → a → b → c.
+const THREADED: &str = r#"
+#include <pthread.h>
+#include <unistd.h>
+__attribute__((noinline, noclone)) void c(void) {
+    if (write(1, "c", 1) != 1) _exit(2);
+    for (;;) pause();
+}
+__attribute__((noinline, noclone)) void b(void) { c(); __asm__ volatile(""); }
+__attribute__((noinline, noclone)) void a(void) { b(); __asm__ volatile(""); }
+void *worker(void *p) { a(); return p; }
+int main(void) {
+    pthread_t t;
+    if (pthread_create(&t, 0, worker, 0)) return 1;
+    for (;;) pause();
+}
+"#;
+
 const PROGRAM: &str = r#"
 #include <unistd.h>
 int depth;
@@ -49,9 +67,9 @@ fn work_dir(name: &str) -> PathBuf {
     d
 }
 
-fn build(dir: &Path, flags: &[&str]) -> PathBuf {
+fn build(dir: &Path, program: &str, flags: &[&str]) -> PathBuf {
     let src = dir.join("chain.c");
-    std::fs::write(&src, PROGRAM).unwrap();
+    std::fs::write(&src, program).unwrap();
     let exe = dir.join("chain");
     let out = Command::new("gcc")
         .args(flags)
@@ -59,6 +77,7 @@ fn build(dir: &Path, flags: &[&str]) -> PathBuf {
         .arg("-o")
         .arg(&exe)
         .arg(&src)
+        .arg("-pthread")
         .output()
         .unwrap();
     assert!(
@@ -99,7 +118,7 @@ fn walk_chain(name: &str, flags: &[&str]) {
         return;
     }
     let dir = work_dir(name);
-    let exe = build(&dir, flags);
+    let exe = build(&dir, PROGRAM, flags);
     let mut child = Kill(Command::new(&exe).stdout(Stdio::piped()).spawn().unwrap());
     let mut byte = [0u8; 1];
     child
@@ -143,17 +162,7 @@ fn walk_chain(name: &str, flags: &[&str]) {
 
     let space = live.address_space();
     let symbols = live.symbols(&LoadOptions::default());
-    let walk = StackWalker::default().walk(&space, &live.threads()[0].regs, live.memory());
-    let names: Vec<String> = walk
-        .frames
-        .iter()
-        .map(|f| {
-            symbols
-                .lookup(f.pc.wrapping_sub(u64::from(f.trust != xunwind::Trust::Context)))
-                .and_then(|l| l.symbol)
-                .map_or_else(|| format!("?{:#x}", f.pc), |s| s.name)
-        })
-        .collect();
+    let (walk, names) = walk_thread(&live, &space, &symbols, 0);
     let ci = names
         .iter()
         .position(|n| n == "c")
@@ -185,6 +194,71 @@ fn walk_chain(name: &str, flags: &[&str]) {
         })
         .find(|s| *s == Some('S'));
     assert!(state.is_some(), "{stat}: never back asleep after detach");
+}
+
+/// Walks thread `i` and names its frames (return addresses looked up at pc - 1).
+fn walk_thread(
+    live: &LiveProcess,
+    space: &xunwind::AddressSpace<'_>,
+    symbols: &xunwind::Symbols<'_>,
+    i: usize,
+) -> (xunwind::Walk, Vec<String>) {
+    let walk = StackWalker::default().walk(space, &live.threads()[i].regs, live.memory());
+    let names = walk
+        .frames
+        .iter()
+        .map(|f| {
+            symbols
+                .lookup(f.pc.wrapping_sub(u64::from(f.trust != xunwind::Trust::Context)))
+                .and_then(|l| l.symbol)
+                .map_or_else(|| format!("?{:#x}", f.pc), |s| s.name)
+        })
+        .collect();
+    (walk, names)
+}
+
+/// Every thread is stopped and walked: the leader is in main, the second thread in its chain.
+#[test]
+fn live_walk_two_threads() {
+    if !have_gcc() {
+        return;
+    }
+    let dir = work_dir("threads");
+    let exe = build(&dir, THREADED, &["-O1"]);
+    let mut child = Kill(Command::new(&exe).stdout(Stdio::piped()).spawn().unwrap());
+    let mut byte = [0u8; 1];
+    let out = child.0.stdout.as_mut().unwrap();
+    out.read_exact(&mut byte)
+        .expect("the worker never reached c");
+    let live = match LiveProcess::attach(child.0.id()) {
+        Ok(l) => l,
+        Err(e) if ptrace_refused(&e) => return,
+        Err(_) => unreachable!(),
+    };
+    assert_eq!(live.threads().len(), 2, "{live:?}");
+    assert_eq!(live.stopped_threads(), 2);
+    assert_eq!(live.threads()[0].id, u64::from(child.0.id()));
+    assert_ne!(live.threads()[1].id, live.threads()[0].id);
+    let space = live.address_space();
+    let symbols = live.symbols(&LoadOptions::default());
+    let (_, leader) = walk_thread(&live, &space, &symbols, 0);
+    assert!(leader.iter().any(|n| n == "main"), "leader: {leader:?}");
+    assert!(!leader.iter().any(|n| n == "c"), "leader: {leader:?}");
+    let (walk, worker) = walk_thread(&live, &space, &symbols, 1);
+    let ci = worker
+        .iter()
+        .position(|n| n == "c")
+        .unwrap_or_else(|| panic!("no frame in c: {worker:?}"));
+    assert_eq!(
+        worker.get(ci..ci + 4),
+        Some(&["c", "b", "a", "worker"].map(String::from)[..]),
+        "worker: {worker:?} ({:?})",
+        walk.stop
+    );
+    eprintln!(
+        "threads: leader {leader:?}, worker {worker:?} ({:?})",
+        walk.stop
+    );
 }
 
 #[test]
