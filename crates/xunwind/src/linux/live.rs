@@ -448,4 +448,35 @@ mod tests {
         let addr = &x as *const u64 as u64;
         assert_eq!(me.read_u64(addr), Ok(x));
     }
+
+    #[test]
+    fn short_read_at_a_mapping_end_is_an_error() {
+        let me = LiveMemory {
+            pid: std::process::id(),
+        };
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let spans: Vec<(u64, u64)> = maps
+            .lines()
+            .filter_map(parse_maps_line)
+            .map(|(m, _)| (m.start, m.end))
+            .collect();
+        // A readable mapping with a hole after it: the read straddling its end comes back short.
+        let end = spans
+            .iter()
+            .map(|s| s.1)
+            .find(|&end| {
+                !spans.iter().any(|s| s.0 == end)
+                    && me.read(end - 8, &mut [0u8; 8]).is_ok()
+                    && end < 1 << 47
+            })
+            .expect("a readable mapping followed by a hole");
+        let mut b = [0u8; 16];
+        assert_eq!(
+            me.read(end - 8, &mut b),
+            Err(MemoryError {
+                addr: end - 8,
+                len: 16
+            })
+        );
+    }
 }
