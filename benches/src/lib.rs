@@ -308,3 +308,4 @@ mod tests {
 }
 
 pub mod proto;
+pub mod stacks;
