@@ -22,20 +22,12 @@ pub enum FixupKind {
 
 #[derive(Clone, Debug)]
 enum Index {
-    /// Few entries: dense keys searched without branches. Up to [`SMALL_TABLE`] entries the
-    /// keys sit in L1 and the block index's two extra dependent loads cost more than they save
-    /// (measured on kvm-intel.ko's 677 entries).
-    Small(Box<[u64]>),
     Narrow(RangeTable<u32>),
     Wide(RangeTable<u64>),
 }
 
 impl Index {
     fn build(ranges: &[(u64, u64)]) -> Result<Self> {
-        if ranges.len() <= SMALL_TABLE {
-            // Callers pass sorted, distinct, single-byte ranges.
-            return Ok(Index::Small(ranges.iter().map(|r| r.0).collect()));
-        }
         match RangeTable::<u32>::new(ranges.iter().copied()) {
             Ok(t) => Ok(Index::Narrow(t)),
             Err(RangeTableError::SpanTooLarge { .. }) => {
@@ -48,30 +40,10 @@ impl Index {
     #[inline]
     fn lookup(&self, addr: u64) -> Option<usize> {
         match self {
-            Index::Small(keys) => small_lookup(keys, addr),
             Index::Narrow(t) => t.lookup(addr),
             Index::Wide(t) => t.lookup(addr),
         }
     }
-}
-
-/// Largest table searched as dense keys rather than through a [`RangeTable`].
-const SMALL_TABLE: usize = 1024;
-
-/// Position of `addr` in sorted, distinct `keys`, by a search whose steps do not branch on data.
-#[inline]
-fn small_lookup(keys: &[u64], addr: u64) -> Option<usize> {
-    if keys.is_empty() {
-        return None;
-    }
-    let (mut base, mut size) = (0usize, keys.len());
-    while size > 1 {
-        let half = size / 2;
-        let mid = base + half;
-        base = core::hint::select_unpredictable(keys[mid] <= addr, mid, base);
-        size -= half;
-    }
-    (keys[base] == addr).then_some(base)
 }
 
 /// One sorted exception table with an exact-match index.
@@ -315,51 +287,6 @@ mod tests {
         assert_eq!(t.lookup(0x22), None);
         for ip in 0..0x30 {
             assert_eq!(t.lookup(ip), t.lookup_bsearch(ip));
-        }
-    }
-
-    #[test]
-    fn small_and_indexed_tables_agree_with_bsearch() {
-        // Sizes on both sides of SMALL_TABLE, so both index kinds run; clustered and spread
-        // addresses, duplicates, a u64::MAX insn, and misses between and around entries.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for n in [0usize, 1, 2, 3, 677, SMALL_TABLE, SMALL_TABLE + 1, 3000] {
-            let mut v: Vec<ExTableEntry> = (0..n)
-                .map(|i| e(0xffff_ffff_8100_0000 + (rnd() % (64 * n as u64 + 1)) + (i as u64 & 1)))
-                .collect();
-            if n == 3 {
-                v[2] = e(u64::MAX);
-            }
-            let t = ExTable::new(v, FixupKind::Address).unwrap();
-            let small = matches!(t.index, Index::Small(_));
-            assert_eq!(small, n - t.duplicates() <= SMALL_TABLE || n == 3, "n={n}");
-            for x in t.entries().iter().map(|x| x.insn) {
-                // An insn at u64::MAX is never indexed (insn + 1 would wrap; no code is there).
-                for ip in [x.wrapping_sub(1), x, x.wrapping_add(1)]
-                    .into_iter()
-                    .filter(|&ip| ip != u64::MAX)
-                {
-                    assert_eq!(
-                        t.lookup(ip).map(|x| x.insn),
-                        t.lookup_bsearch(ip).map(|x| x.insn),
-                        "n={n} ip={ip:#x}"
-                    );
-                }
-            }
-            assert!(t.lookup(u64::MAX).is_none());
-            for _ in 0..2000 {
-                let ip = 0xffff_ffff_8100_0000 + rnd() % (64 * n as u64 + 2);
-                assert_eq!(
-                    t.lookup(ip).map(|x| x.insn),
-                    t.lookup_bsearch(ip).map(|x| x.insn)
-                );
-            }
         }
     }
 
