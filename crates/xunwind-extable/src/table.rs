@@ -291,6 +291,49 @@ mod tests {
     }
 
     #[test]
+    fn lookup_agrees_with_bsearch_on_random_tables() {
+        // Clustered and spread addresses, duplicates, an insn at u64::MAX, misses between and
+        // around entries, sizes from empty to several index blocks.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [0usize, 1, 2, 3, 677, 1024, 3000] {
+            let mut v: Vec<ExTableEntry> = (0..n)
+                .map(|i| e(0xffff_ffff_8100_0000 + (rnd() % (64 * n as u64 + 1)) + (i as u64 & 1)))
+                .collect();
+            if n == 3 {
+                v[2] = e(u64::MAX);
+            }
+            let t = ExTable::new(v, FixupKind::Address).unwrap();
+            for x in t.entries().iter().map(|x| x.insn) {
+                // An insn at u64::MAX is never indexed (insn + 1 would wrap; no code is there).
+                for ip in [x.wrapping_sub(1), x, x.wrapping_add(1)]
+                    .into_iter()
+                    .filter(|&ip| ip != u64::MAX)
+                {
+                    assert_eq!(
+                        t.lookup(ip).map(|x| x.insn),
+                        t.lookup_bsearch(ip).map(|x| x.insn),
+                        "n={n} ip={ip:#x}"
+                    );
+                }
+            }
+            assert!(t.lookup(u64::MAX).is_none());
+            for _ in 0..2000 {
+                let ip = 0xffff_ffff_8100_0000 + rnd() % (64 * n as u64 + 2);
+                assert_eq!(
+                    t.lookup(ip).map(|x| x.insn),
+                    t.lookup_bsearch(ip).map(|x| x.insn)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn sorts_and_keeps_duplicates() {
         let t = ExTable::new(vec![e(0x30), e(0x10), e(0x30), e(0x20)], FixupKind::Address).unwrap();
         assert!(!t.was_sorted());
