@@ -8,9 +8,14 @@
 //! Lines: `xunwind` is `StackWalker::walk` (default options; returns every frame's full
 //! register set) over `PeUnwinder`s, whose compiled rules are warm after the first walk;
 //! `framehop` calls `unwind_frame` frame by frame with one `CacheX86_64` kept across
-//! iterations (warm), collecting the pcs into a `Vec`. Groups: `one_stack` walks the same stack
-//! every time (every cache hot), `many_stacks` cycles through 64 stacks (2048 frames from up to
-//! 2048 functions, more than framehop's rule cache holds).
+//! iterations (warm), collecting the pcs into a `Vec`; `xunwind_steps` steps each module's
+//! `FrameWalker` directly and collects only the pcs, the same work framehop's line does.
+//! Groups: `one_stack` walks the same stack every time (every cache hot), `many_stacks` cycles
+//! through 64 stacks (2048 frames from up to 2048 functions, more than framehop's rule cache
+//! holds).
+//!
+//! Stacks framehop walks differently from xunwind are not timed; setup prints how many there
+//! were and at which frame they first differed.
 //!
 //! The DLLs come from the corpus (`corpus/fetch wine`); without them the benchmark says so and
 //! does nothing.
@@ -19,8 +24,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, ModuleSectionInfo, Unwinder};
 use std::ops::Range;
-use xunwind::core::Reg;
-use xunwind::StackWalker;
+use xunwind::core::{PcKind, Reg, SliceMemory};
+use xunwind::{AddressSpace, StackWalker};
 use xunwind_benches::stacks::{
     build_stack, call_sites, pe_space, place, read_dlls, wine_dll_dir, LoadedPe, PeStack,
     SITES_PER_MODULE, STACK_BASE,
@@ -124,6 +129,31 @@ fn framehop_walk(
     pcs
 }
 
+/// xunwind's unwinders stepped directly, collecting only the pcs as framehop does: the cost of
+/// the lookups and unwinds without `StackWalker`'s per-frame register sets and fallbacks.
+fn xunwind_steps(space: &AddressSpace<'_>, stack: &PeStack, mem: &SliceMemory<'_>) -> Vec<u64> {
+    let mut regs = stack.regs.clone();
+    let mut kind = PcKind::Exact;
+    let mut pcs = Vec::with_capacity(FRAMES);
+    pcs.push(regs.rip().unwrap_or(0));
+    while pcs.len() < 2 * FRAMES {
+        let pc = regs.rip().unwrap_or(0);
+        let Some((_, m)) = space.module_at(kind.lookup_address(pc)) else {
+            break;
+        };
+        let Ok(step) = m.walker.step(&regs, kind, mem) else {
+            break;
+        };
+        regs = step.regs;
+        kind = step.caller_pc;
+        match regs.rip() {
+            Some(0) | None => break,
+            Some(pc) => pcs.push(pc),
+        }
+    }
+    pcs
+}
+
 fn bench(c: &mut Criterion) {
     let files = read_dlls(&wine_dll_dir(), usize::MAX);
     if files.is_empty() {
@@ -166,6 +196,7 @@ fn bench(c: &mut Criterion) {
         let ours = StackWalker::default().walk(&space, &s.regs, &s.memory());
         let pcs: Vec<u64> = ours.frames.iter().map(|f| f.pc).collect();
         assert_eq!(pcs, s.pcs, "xunwind disagrees with a checked stack");
+        assert_eq!(xunwind_steps(&space, &s, &s.memory()), s.pcs);
         let fh = framehop_walk(&unwinder, &mut cache, &s);
         let fh = fh.strip_suffix(&[0]).unwrap_or(&fh);
         match fh.iter().zip(&s.pcs).position(|(a, b)| a != b) {
@@ -197,6 +228,14 @@ fn bench(c: &mut Criterion) {
                 let k = i % n;
                 i = i.wrapping_add(1);
                 black_box(walker.walk(&space, black_box(&set[k].regs), &mems[k]))
+            })
+        });
+        let mut i = 0usize;
+        g.bench_function("xunwind_steps", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(xunwind_steps(&space, black_box(&set[k]), &mems[k]))
             })
         });
         let mut i = 0usize;
