@@ -81,8 +81,9 @@ impl<'a> AddressSpace<'a> {
         Ok(())
     }
 
-    /// Adds a module; fails (and leaves the space unchanged) if it overlaps another.
-    pub fn add_module(&mut self, module: Module<'a>) -> Result<ModuleId, RangeTableError> {
+    /// Puts `module` in the first free slot (ids of removed modules are reused) without
+    /// rebuilding the index.
+    fn store(&mut self, module: Module<'a>) -> usize {
         let id = self
             .slots
             .iter()
@@ -92,6 +93,12 @@ impl<'a> AddressSpace<'a> {
             self.slots.push(None);
         }
         self.slots[id] = Some(module);
+        id
+    }
+
+    /// Adds a module; fails (and leaves the space unchanged) if it overlaps another.
+    pub fn add_module(&mut self, module: Module<'a>) -> Result<ModuleId, RangeTableError> {
+        let id = self.store(module);
         if let Err(e) = self.rebuild() {
             self.slots[id] = None;
             self.rebuild().expect("the previous table was valid");
@@ -126,16 +133,7 @@ impl<'a> AddressSpace<'a> {
                 continue;
             }
             taken.insert(at, (b, e));
-            let id = self
-                .slots
-                .iter()
-                .position(Option::is_none)
-                .unwrap_or(self.slots.len());
-            if id == self.slots.len() {
-                self.slots.push(None);
-            }
-            self.slots[id] = Some(m);
-            added.push(ModuleId(id));
+            added.push(ModuleId(self.store(m)));
         }
         if !added.is_empty() {
             self.rebuild()
