@@ -126,4 +126,44 @@ for path in pe_files():
         save("range_table", blob)
     count += 1
 print(f"seeded fuzz corpora from {count} PE files into {out}")
+
+
+def note(kind, name, desc):
+    pad = lambda b: b + b"\0" * (-len(b) % 4)
+    return struct.pack("<III", len(name), len(desc), kind) + pad(name) + pad(desc)
+
+
+def elf_core(threads, with_file, with_siginfo):
+    """A small x86-64 ELF core built from scratch: NT_PRSTATUS per thread (rip/rsp/rbp in a
+    PT_LOAD stack holding a frame-pointer chain), optionally NT_FILE naming a missing file and
+    NT_SIGINFO, so the fuzzer starts past the header checks (random bytes never get there)."""
+    stack_base, stack = 0x7ffd0000, bytearray(512)
+    for i in range(0, 256, 16):  # rbp chain: [rbp] = next rbp, [rbp+8] = a return address
+        struct.pack_into("<QQ", stack, i, stack_base + i + 16, 0x401000 + i)
+    notes = b""
+    for t in range(threads):
+        regs = [0] * 27
+        regs[4], regs[16], regs[19] = stack_base, 0x401234 + t, stack_base  # rbp, rip, rsp
+        pr = bytearray(336)
+        struct.pack_into("<I", pr, 32, 1000 + t)  # pr_pid
+        struct.pack_into("<27Q", pr, 112, *regs)
+        notes += note(1, b"CORE\0", bytes(pr))
+    if with_siginfo:
+        notes += note(0x53494749, b"CORE\0", struct.pack("<iii4xQ", 11, 0, 1, 0x10) + bytes(104))
+    if with_file:
+        name = b"/nonexistent/xunwind-seed.so\0"
+        notes += note(0x46494C45, b"CORE\0", struct.pack("<QQQQQ", 1, 4096, 0x400000, 0x402000, 0) + name)
+    ehsize, phsize = 64, 56
+    note_off = ehsize + 2 * phsize
+    load_off = note_off + len(notes)
+    ph_note = struct.pack("<IIQQQQQQ", 4, 4, note_off, 0, 0, len(notes), 0, 4)
+    ph_load = struct.pack("<IIQQQQQQ", 1, 6, load_off, stack_base, 0, len(stack), len(stack), 4096)
+    eh = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack(
+        "<HHIQQQIHHHHHH", 4, 62, 1, 0, ehsize, 0, 0, ehsize, phsize, 2, 64, 0, 0)
+    return eh + ph_note + ph_load + notes + bytes(stack)
+
+
+for threads, with_file, with_siginfo in [(1, False, False), (2, True, True), (1, True, False)]:
+    save("elf_core", elf_core(threads, with_file, with_siginfo))
+print(f"seeded elf_core with synthetic cores into {out}")
 EOF
