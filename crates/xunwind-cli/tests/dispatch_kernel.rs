@@ -5,8 +5,10 @@
 //! crates/xunwind/tests/dispatch_kernel.rs; this covers the command line.) Skipped without the
 //! corpus unless XUNWIND_REQUIRE_CORPUS is set.
 
+mod common;
+
+use common::xunwind;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -38,19 +40,6 @@ fn kernel() -> Option<(PathBuf, Option<PathBuf>)> {
             None
         }
     }
-}
-
-fn xunwind(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_xunwind"))
-        .args(args)
-        .output()
-        .expect("run xunwind");
-    assert!(
-        out.status.success(),
-        "xunwind {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The raw JSON text of `key`'s value in one of our flat lines.

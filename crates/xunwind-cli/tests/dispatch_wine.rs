@@ -15,6 +15,9 @@
 //! Needs clang-14, lld-link-14, llvm-dlltool-14, mingw g++, wine64 and Wine's DLLs from
 //! corpus/fetch: missing ones fail under XUNWIND_REQUIRE_CORPUS=1 and skip otherwise.
 
+mod common;
+
+use common::xunwind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -130,19 +133,6 @@ fn observe(exe: &str, mode: &str) -> Observed {
         thrown,
         dump,
     }
-}
-
-fn xunwind(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_xunwind"))
-        .args(args)
-        .output()
-        .expect("run xunwind");
-    assert!(
-        out.status.success(),
-        "xunwind {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A string or null field of one of our flat JSON lines.

@@ -7,20 +7,9 @@
 #[path = "../../xunwind/tests/windows_oracle.rs"]
 mod oracle;
 
-use std::process::Command;
+mod common;
 
-fn xunwind(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_xunwind"))
-        .args(args)
-        .output()
-        .expect("run xunwind");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::xunwind;
 
 #[test]
 fn pdb_names_come_from_the_symbols_directory() {

@@ -1,6 +1,6 @@
 //! Whole-stack walks: unwind info first, then the frame pointer, then a scan.
 
-use crate::space::{AddressSpace, ModuleId};
+use crate::space::{AddressSpace, Module, ModuleId};
 use xunwind_core::{MemoryError, MemoryReader, PcKind, Reg, Regs, Trust, UnwindError};
 
 /// Why a walk ended.
@@ -98,11 +98,13 @@ impl StackWalker {
                 stop: StopReason::MissingRegisters,
             };
         };
+        // The module owning each frame's pc is found once: it names the frame and unwinds it.
+        let mut module = space.module_at(pc).map(|(id, _)| id);
         frames.push(Frame {
             pc,
             sp,
             trust: Trust::Context,
-            module: space.module_at(pc).map(|(id, _)| id),
+            module,
             regs: regs.clone(),
         });
         let mut cur = regs.clone();
@@ -112,7 +114,8 @@ impl StackWalker {
                 break StopReason::FrameLimit;
             }
             let (pc, sp) = (cur.rip().unwrap_or(0), cur.rsp().unwrap_or(0));
-            let (next, next_kind, trust) = match self.step(space, &cur, kind, mem) {
+            let owner = module.and_then(|id| space.module(id));
+            let (next, next_kind, trust) = match self.step(space, owner, &cur, kind, mem) {
                 Ok(s) => s,
                 Err(stop) => break stop,
             };
@@ -127,7 +130,7 @@ impl StackWalker {
             if npc == 0 {
                 break StopReason::EndOfStack;
             }
-            let module = space
+            module = space
                 .module_at(next_kind.lookup_address(npc))
                 .map(|(id, _)| id);
             if module.is_none() && mem.read(npc, &mut [0u8]).is_err() {
@@ -154,14 +157,15 @@ impl StackWalker {
     fn step(
         &self,
         space: &AddressSpace<'_>,
+        owner: Option<&Module<'_>>,
         regs: &Regs,
         kind: PcKind,
         mem: &dyn MemoryReader,
     ) -> Result<(Regs, PcKind, Trust), StopReason> {
-        let pc = regs.rip().ok_or(StopReason::MissingRegisters)?;
+        regs.rip().ok_or(StopReason::MissingRegisters)?;
         let sp = regs.rsp().ok_or(StopReason::MissingRegisters)?;
         let mut last_err = StopReason::NoCaller;
-        if let Some((_, m)) = space.module_at(kind.lookup_address(pc)) {
+        if let Some(m) = owner {
             match m.walker.step(regs, kind, mem) {
                 Ok(s) => return Ok((s.regs, s.caller_pc, s.trust)),
                 Err(UnwindError::Memory(e)) => last_err = StopReason::Unreadable(e),
