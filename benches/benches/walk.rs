@@ -141,10 +141,9 @@ fn xunwind_steps(space: &AddressSpace<'_>, stack: &PeStack, mem: &SliceMemory<'_
         let Some((_, m)) = space.module_at(kind.lookup_address(pc)) else {
             break;
         };
-        let Ok(step) = m.walker.step(&regs, kind, mem) else {
+        let Ok(step) = m.walker.unwind(&mut regs, kind, mem, None) else {
             break;
         };
-        regs = step.regs;
         kind = step.caller_pc;
         match regs.rip() {
             Some(0) | None => break,

@@ -14,4 +14,6 @@ mod walker;
 pub use memory::{MemoryError, MemoryReader, Region, RegionMemory, SliceMemory};
 pub use range::{RangeKey, RangeTable, RangeTableError};
 pub use regs::{Reg, Regs, REG_NAMES};
-pub use walker::{ContextPointers, FrameWalker, Handler, PcKind, Step, Trust, UnwindError};
+pub use walker::{
+    ContextPointers, FrameWalker, Handler, PcKind, Step, StepInfo, Trust, UnwindError,
+};

@@ -185,6 +185,25 @@ impl Regs {
         self.valid = 0;
     }
 
+    /// Keeps only the registers whose bits are set in `mask` (layout as [`Regs::valid_mask`]);
+    /// the rest become unknown. One instruction for a whole calling convention's volatile set.
+    #[inline]
+    pub fn retain(&mut self, mask: u64) {
+        self.valid &= mask;
+    }
+
+    /// The [`Regs::valid_mask`] bit of `reg`.
+    #[inline]
+    pub const fn bit(reg: Reg) -> u64 {
+        1 << reg as u32
+    }
+
+    /// The [`Regs::valid_mask`] bit of xmm register `n` (0-15).
+    #[inline]
+    pub const fn xmm_bit(n: u8) -> u64 {
+        1 << (XMM_SHIFT + (n & 15) as u32)
+    }
+
     /// Bit mask of known registers: bits 0-15 GPRs, 16 rip, 17-32 xmm0-15.
     #[inline]
     pub fn valid_mask(&self) -> u64 {
@@ -232,6 +251,13 @@ mod tests {
         assert_eq!(r.xmm(15), Some(u128::MAX));
         assert_eq!(r.xmm(14), None);
         assert_eq!(r.valid_mask(), RIP_BIT | 1 << (XMM_SHIFT + 15));
+        r.set(Reg::R12, 1);
+        r.retain(!Regs::xmm_bit(15));
+        assert_eq!(r.xmm(15), None);
+        assert_eq!(r.get(Reg::R12), Some(1));
+        r.retain(!Regs::bit(Reg::R12));
+        assert_eq!(r.get(Reg::R12), None);
+        assert_eq!(r.rip(), Some(5));
     }
 
     #[test]

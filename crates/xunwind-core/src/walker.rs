@@ -105,6 +105,21 @@ impl ContextPointers {
     }
 }
 
+impl ContextPointers {
+    /// Takes every pointer `newer` records, keeping ours for the registers it does not.
+    pub fn merge(&mut self, newer: &ContextPointers) {
+        for i in 0..16 {
+            if newer.valid & (1 << i) != 0 {
+                self.gpr[i] = newer.gpr[i];
+            }
+            if newer.valid & (1 << (16 + i)) != 0 {
+                self.xmm[i] = newer.xmm[i];
+            }
+        }
+        self.valid |= newer.valid;
+    }
+}
+
 impl fmt::Debug for ContextPointers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
@@ -207,22 +222,96 @@ impl fmt::Display for UnwindError {
 
 impl std::error::Error for UnwindError {}
 
+/// What a step found besides the caller's registers (see [`FrameWalker::unwind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepInfo {
+    /// How the caller's registers were found.
+    pub trust: Trust,
+    /// Windows' establisher frame or DWARF's CFA of the unwound frame.
+    pub frame: u64,
+    /// The unwound frame's handler, when one applies at the pc.
+    pub handler: Option<Handler>,
+    /// How to look up the caller's pc: `Exact` after a machine/trap/signal frame.
+    pub caller_pc: PcKind,
+}
+
+impl Step {
+    /// A step from the caller's registers, the context pointers and what [`FrameWalker::unwind`] said.
+    #[inline]
+    pub fn from_parts(regs: Regs, pointers: ContextPointers, info: StepInfo) -> Step {
+        Step {
+            regs,
+            trust: info.trust,
+            frame: info.frame,
+            pointers,
+            handler: info.handler,
+            caller_pc: info.caller_pc,
+        }
+    }
+
+    /// What the step found besides the registers.
+    #[inline]
+    pub fn info(&self) -> StepInfo {
+        StepInfo {
+            trust: self.trust,
+            frame: self.frame,
+            handler: self.handler,
+            caller_pc: self.caller_pc,
+        }
+    }
+}
+
 /// Unwinds one frame: from a frame's registers and the thread's memory to its caller's registers.
 ///
 /// Implemented by the PE unwinder (`.pdata`/`.xdata`), DWARF CFI, the kernel's ORC tables and the
 /// frame-pointer and scan fallbacks. Implementations must not allocate per step and must bound
 /// every loop over their input.
+///
+/// [`FrameWalker::unwind`] is the primitive: it rewrites a register set in place, the way
+/// `RtlVirtualUnwind` does, so a walk moves no more than it must (a [`Regs`] with its xmm file
+/// is 400 bytes, and [`ContextPointers`] another 264). [`FrameWalker::step`] is the convenient
+/// form that leaves its input alone and returns everything.
 pub trait FrameWalker {
+    /// Unwinds in place: `regs` holds the frame's registers and, on success, the caller's
+    /// (unknown where they could not be recovered). `pointers`, when given, is updated for each
+    /// register the step restores from memory and left alone for the rest, as
+    /// `RtlVirtualUnwind` does, so one set carried through a walk says where every register's
+    /// current value lives; skipping them is cheaper. On error the contents of `regs` and
+    /// `pointers` are unspecified: a caller that falls back keeps a copy.
+    fn unwind(
+        &self,
+        regs: &mut Regs,
+        pc_kind: PcKind,
+        mem: &dyn MemoryReader,
+        pointers: Option<&mut ContextPointers>,
+    ) -> Result<StepInfo, UnwindError>;
+
     /// Unwinds the frame whose registers are `regs`; `pc_kind` says how to look up its pc.
     fn step(
         &self,
         regs: &Regs,
         pc_kind: PcKind,
         mem: &dyn MemoryReader,
-    ) -> Result<Step, UnwindError>;
+    ) -> Result<Step, UnwindError> {
+        let mut caller = regs.clone();
+        let mut pointers = ContextPointers::new();
+        let info = self.unwind(&mut caller, pc_kind, mem, Some(&mut pointers))?;
+        Ok(Step::from_parts(caller, pointers, info))
+    }
 }
 
 impl<W: FrameWalker + ?Sized> FrameWalker for &W {
+    #[inline]
+    fn unwind(
+        &self,
+        regs: &mut Regs,
+        pc_kind: PcKind,
+        mem: &dyn MemoryReader,
+        pointers: Option<&mut ContextPointers>,
+    ) -> Result<StepInfo, UnwindError> {
+        (**self).unwind(regs, pc_kind, mem, pointers)
+    }
+
     fn step(
         &self,
         regs: &Regs,

@@ -19,7 +19,9 @@ use gimli::{
     LittleEndian, UnwindContext, UnwindSection,
 };
 use object::{Object, ObjectSection, ObjectSegment};
-use xunwind_core::{FrameWalker, MemoryReader, PcKind, Regs, Step, UnwindError};
+use xunwind_core::{
+    ContextPointers, FrameWalker, MemoryReader, PcKind, Regs, Step, StepInfo, UnwindError,
+};
 
 pub use index::FdeIndex;
 
@@ -446,6 +448,22 @@ fn gimli_reason(e: gimli::Error) -> &'static str {
 }
 
 impl FrameWalker for DwarfUnwinder<'_> {
+    fn unwind(
+        &self,
+        regs: &mut Regs,
+        pc_kind: PcKind,
+        mem: &dyn MemoryReader,
+        pointers: Option<&mut ContextPointers>,
+    ) -> Result<StepInfo, UnwindError> {
+        let s = self.step(regs, pc_kind, mem)?;
+        if let Some(p) = pointers {
+            p.merge(&s.pointers);
+        }
+        let info = s.info();
+        *regs = s.regs;
+        Ok(info)
+    }
+
     fn step(
         &self,
         regs: &Regs,

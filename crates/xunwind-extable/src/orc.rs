@@ -8,8 +8,8 @@
 //! search result for `_stext + 256 * i`, so a lookup only searches between two slots.
 
 use xunwind_core::{
-    ContextPointers, FrameWalker, MemoryReader, PcKind, RangeTable, Reg, Regs, Step, Trust,
-    UnwindError,
+    ContextPointers, FrameWalker, MemoryReader, PcKind, RangeTable, Reg, Regs, Step, StepInfo,
+    Trust, UnwindError,
 };
 
 use crate::error::{Error, Result};
@@ -484,6 +484,22 @@ impl OrcTable {
 }
 
 impl FrameWalker for OrcTable {
+    fn unwind(
+        &self,
+        regs: &mut Regs,
+        pc_kind: PcKind,
+        mem: &dyn MemoryReader,
+        pointers: Option<&mut ContextPointers>,
+    ) -> core::result::Result<StepInfo, UnwindError> {
+        let s = self.step(regs, pc_kind, mem)?;
+        if let Some(p) = pointers {
+            p.merge(&s.pointers);
+        }
+        let info = s.info();
+        *regs = s.regs;
+        Ok(info)
+    }
+
     /// One ORC step. The end of the stack is reported as a caller with rip 0 (the walkers'
     /// end-of-stack convention); use [`OrcTable::unwind_frame`] to tell it apart.
     fn step(

@@ -7,7 +7,7 @@ use crate::{
 };
 use std::sync::OnceLock;
 use xunwind_core::{
-    ContextPointers, FrameWalker, Handler, MemoryReader, PcKind, Reg, Regs, Step, Trust,
+    ContextPointers, FrameWalker, Handler, MemoryReader, PcKind, Reg, Regs, StepInfo, Trust,
     UnwindError,
 };
 
@@ -159,25 +159,39 @@ impl<'a> PeUnwinder<'a> {
     }
 }
 
+/// Registers the Windows x64 ABI lets a call destroy: rax, rcx, rdx, r8-r11 and xmm0-5.
+const VOLATILE: u64 = Regs::bit(Reg::Rax)
+    | Regs::bit(Reg::Rcx)
+    | Regs::bit(Reg::Rdx)
+    | Regs::bit(Reg::R8)
+    | Regs::bit(Reg::R9)
+    | Regs::bit(Reg::R10)
+    | Regs::bit(Reg::R11)
+    | Regs::xmm_bit(0)
+    | Regs::xmm_bit(1)
+    | Regs::xmm_bit(2)
+    | Regs::xmm_bit(3)
+    | Regs::xmm_bit(4)
+    | Regs::xmm_bit(5);
+
 impl FrameWalker for PeUnwinder<'_> {
     /// Looks the pc up (at `pc - 1` for return addresses, so a call ending a function still
     /// finds it), then runs `RtlVirtualUnwind` at the pc itself, as Windows does; without an
     /// entry, the leaf rule.
-    fn step(
+    #[inline]
+    fn unwind(
         &self,
-        regs: &Regs,
+        regs: &mut Regs,
         pc_kind: PcKind,
         mem: &dyn MemoryReader,
-    ) -> Result<Step, UnwindError> {
+        pointers: Option<&mut ContextPointers>,
+    ) -> Result<StepInfo, UnwindError> {
         let pc = regs.rip().ok_or(UnwindError::MissingRip)?;
-        let rva = pc_kind.lookup_address(pc).wrapping_sub(self.base);
-        let mut caller = regs.clone();
-        let mut pointers = ContextPointers::new();
         let r = self.virtual_unwind(
-            self.base.wrapping_add(rva),
+            pc_kind.lookup_address(pc),
             pc,
-            &mut caller,
-            Some(&mut pointers),
+            regs,
+            pointers,
             UNW_FLAG_EHANDLER | UNW_FLAG_UHANDLER,
             mem,
         )?;
@@ -185,38 +199,21 @@ impl FrameWalker for PeUnwinder<'_> {
             let frame = regs
                 .get(Reg::Rsp)
                 .ok_or(UnwindError::MissingRegister(Reg::Rsp))?;
-            unwind_leaf(&mut caller, mem)?;
-            return Ok(Step {
-                regs: caller,
+            unwind_leaf(regs, mem)?;
+            return Ok(StepInfo {
                 trust: Trust::Pdata,
                 frame,
-                pointers,
                 handler: None,
                 caller_pc: PcKind::ReturnAddress,
             });
         };
         // Volatile registers do not survive a call: a debugger must not show stale values.
         if !r.machine_frame {
-            for v in [
-                Reg::Rax,
-                Reg::Rcx,
-                Reg::Rdx,
-                Reg::R8,
-                Reg::R9,
-                Reg::R10,
-                Reg::R11,
-            ] {
-                caller.invalidate(v);
-            }
-            for x in 0..6 {
-                caller.invalidate_xmm(x);
-            }
+            regs.retain(!VOLATILE);
         }
-        Ok(Step {
-            regs: caller,
+        Ok(StepInfo {
             trust: Trust::Pdata,
             frame: r.establisher_frame,
-            pointers,
             handler: r.handler.map(|(h, d)| Handler {
                 address: self.base.wrapping_add(h as u64),
                 data: self.base.wrapping_add(d as u64),

@@ -107,24 +107,28 @@ impl StackWalker {
             module,
             regs: regs.clone(),
         });
+        // `cur` is unwound in place; the frame just pushed keeps the registers a fallback
+        // needs when the unwind fails half-way.
         let mut cur = regs.clone();
         let mut kind = PcKind::Exact;
         let stop = loop {
             if frames.len() >= self.max_frames {
                 break StopReason::FrameLimit;
             }
-            let (pc, sp) = (cur.rip().unwrap_or(0), cur.rsp().unwrap_or(0));
+            let last = frames.last().expect("frame 0 was pushed");
+            let (pc, sp) = (last.pc, last.sp);
             let owner = module.and_then(|id| space.module(id));
-            let (next, next_kind, trust) = match self.step(space, owner, &cur, kind, mem) {
+            let (next_kind, trust) = match self.step(space, owner, &mut cur, &last.regs, kind, mem)
+            {
                 Ok(s) => s,
                 Err(stop) => break stop,
             };
-            let Some(nsp) = next.rsp() else {
+            let Some(nsp) = cur.rsp() else {
                 break StopReason::MissingRegisters;
             };
             // Unwind info that leaves the caller's pc undefined marks the outermost frame
             // (DWARF's undefined return-address column, as in glibc's _start).
-            let Some(npc) = next.rip() else {
+            let Some(npc) = cur.rip() else {
                 break StopReason::EndOfStack;
             };
             if npc == 0 {
@@ -146,35 +150,37 @@ impl StackWalker {
                 sp: nsp,
                 trust,
                 module,
-                regs: next.clone(),
+                regs: cur.clone(),
             });
-            cur = next;
             kind = next_kind;
         };
         Walk { frames, stop }
     }
 
+    /// Unwinds `cur` (whose registers are also `regs`, kept intact) into its caller's.
     fn step(
         &self,
         space: &AddressSpace<'_>,
         owner: Option<&Module<'_>>,
+        cur: &mut Regs,
         regs: &Regs,
         kind: PcKind,
         mem: &dyn MemoryReader,
-    ) -> Result<(Regs, PcKind, Trust), StopReason> {
+    ) -> Result<(PcKind, Trust), StopReason> {
         regs.rip().ok_or(StopReason::MissingRegisters)?;
         let sp = regs.rsp().ok_or(StopReason::MissingRegisters)?;
         let mut last_err = StopReason::NoCaller;
         if let Some(m) = owner {
-            match m.walker.step(regs, kind, mem) {
-                Ok(s) => return Ok((s.regs, s.caller_pc, s.trust)),
+            match m.walker.unwind(cur, kind, mem, None) {
+                Ok(s) => return Ok((s.caller_pc, s.trust)),
                 Err(UnwindError::Memory(e)) => last_err = StopReason::Unreadable(e),
                 Err(_) => {}
             }
         }
         if self.frame_pointer {
             if let Some(r) = frame_pointer_step(space, regs, sp, mem) {
-                return Ok((r, PcKind::ReturnAddress, Trust::FramePointer));
+                *cur = r;
+                return Ok((PcKind::ReturnAddress, Trust::FramePointer));
             }
         }
         if self.scan {
@@ -185,7 +191,8 @@ impl StackWalker {
                     let mut r = callee_saved_only(regs);
                     r.set_rip(v);
                     r.set(Reg::Rsp, at.wrapping_add(8));
-                    return Ok((r, PcKind::ReturnAddress, Trust::Scan));
+                    *cur = r;
+                    return Ok((PcKind::ReturnAddress, Trust::Scan));
                 }
             }
         }

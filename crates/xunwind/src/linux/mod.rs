@@ -15,7 +15,10 @@ use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{LittleEndian as LE, Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use std::path::{Path, PathBuf};
-use xunwind_core::{FrameWalker, MemoryReader, PcKind, Reg, RegionMemory, Regs, Step, UnwindError};
+use xunwind_core::{
+    ContextPointers, FrameWalker, MemoryReader, PcKind, Reg, RegionMemory, Regs, StepInfo,
+    UnwindError,
+};
 use xunwind_dwarf::DwarfUnwinder;
 
 const NT_PRSTATUS: u32 = 1;
@@ -377,7 +380,13 @@ fn locate(path: &str, name: &str, options: &LoadOptions) -> Option<PathBuf> {
 struct NoCfi;
 
 impl FrameWalker for NoCfi {
-    fn step(&self, regs: &Regs, _: PcKind, _: &dyn MemoryReader) -> Result<Step, UnwindError> {
+    fn unwind(
+        &self,
+        regs: &mut Regs,
+        _: PcKind,
+        _: &dyn MemoryReader,
+        _: Option<&mut ContextPointers>,
+    ) -> Result<StepInfo, UnwindError> {
         Err(UnwindError::NoUnwindInfo {
             pc: regs.rip().unwrap_or(0),
         })

@@ -22,7 +22,9 @@ use object::pe::ImageNtHeaders64;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader};
 use object::LittleEndian as LE;
 use std::path::{Path, PathBuf};
-use xunwind_core::{FrameWalker, MemoryReader, PcKind, RegionMemory, Regs, Step, UnwindError};
+use xunwind_core::{
+    ContextPointers, FrameWalker, MemoryReader, PcKind, RegionMemory, Regs, StepInfo, UnwindError,
+};
 use xunwind_pe::{PeImage, PeUnwinder};
 
 /// Reads a Windows x64 minidump.
@@ -299,7 +301,13 @@ fn locate_module(m: RawModule, dirs: &mut DirCache<'_>) -> ModuleImage {
 struct NoUnwindInfo;
 
 impl FrameWalker for NoUnwindInfo {
-    fn step(&self, regs: &Regs, _: PcKind, _: &dyn MemoryReader) -> Result<Step, UnwindError> {
+    fn unwind(
+        &self,
+        regs: &mut Regs,
+        _: PcKind,
+        _: &dyn MemoryReader,
+        _: Option<&mut ContextPointers>,
+    ) -> Result<StepInfo, UnwindError> {
         Err(UnwindError::NoUnwindInfo {
             pc: regs.rip().unwrap_or(0),
         })
