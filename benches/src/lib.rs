@@ -307,5 +307,6 @@ mod tests {
     }
 }
 
+pub mod elf_stacks;
 pub mod proto;
 pub mod stacks;

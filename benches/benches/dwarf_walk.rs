@@ -1,0 +1,272 @@
+//! Whole 32-frame stack walks over a realistic module map of ELF shared objects (up to 300 of
+//! the system's own, each at its own base), xunwind's `StackWalker` over `DwarfUnwinder`s
+//! against framehop's x86_64 unwinder (gimli underneath) on the same stacks.
+//!
+//! Stacks come from `xunwind_benches::elf_stacks`: real return addresses (after real `call`s)
+//! in functions whose CFI row there is simple, laid out as the row says. Setup asserts that both
+//! xunwind lines find exactly the intended 32 frames before anything is timed; stacks framehop
+//! walks differently are counted, printed and left out. Throughput is per frame.
+//!
+//! Lines: `xunwind` is `StackWalker::walk` (default options; returns every frame's full
+//! register set); `xunwind_steps` steps each module's `FrameWalker` directly and collects only
+//! the pcs, the same work framehop's line does; `framehop` calls `unwind_frame` frame by frame
+//! with one `CacheX86_64` kept across iterations, collecting the pcs into a `Vec`.
+//! Groups: `one_stack` walks the same stack every time (every cache hot); `many_stacks` cycles
+//! through 64 stacks (2048 frames, more than either rule cache holds at once); `cold` cycles
+//! through the same 64 stacks with xunwind's rule cache off and a fresh framehop cache for every
+//! walk (made outside the timed part), so every step evaluates its FDE's row.
+//!
+//! Run: `cargo bench -p xunwind-benches --bench dwarf_walk -- --warm-up-time 1
+//! --measurement-time 3`. Override the library directory with `XUNWIND_ELF_DIR`.
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Unwinder};
+use std::path::PathBuf;
+use std::time::Instant;
+use xunwind::core::{PcKind, Reg, SliceMemory};
+use xunwind::{AddressSpace, StackWalker};
+use xunwind_benches::elf_stacks::{
+    build_stack, call_sites, dwarf_space, place, read_shared_objects, system_lib_dir, LoadedElf,
+    Stack, SITES_PER_MODULE, STACK_BASE,
+};
+use xunwind_benches::SplitMix64;
+
+const FRAMES: usize = 32;
+const MODULES: usize = 300;
+const STACKS: usize = 64;
+
+/// The module as framehop takes it: the sections its ELF support reads, at link-time addresses
+/// (an ELF's base SVMA is 0; the load bias is the module's base AVMA).
+fn framehop_module<'a>(m: &LoadedElf<'a>) -> framehop::Module<&'a [u8]> {
+    let l = &m.layout;
+    let info = ExplicitModuleSectionInfo {
+        base_svma: 0,
+        text_svma: Some(l.text.range()),
+        text: Some(l.text.data),
+        got_svma: l.got.map(|(b, e)| b..e),
+        eh_frame_svma: Some(l.eh_frame.range()),
+        eh_frame: Some(l.eh_frame.data),
+        eh_frame_hdr_svma: Some(l.eh_frame_hdr.range()),
+        eh_frame_hdr: Some(l.eh_frame_hdr.data),
+        ..Default::default()
+    };
+    framehop::Module::new(m.name.clone(), m.base..m.base + l.size, m.base, info)
+}
+
+/// framehop's walk: the pcs of every frame, innermost first.
+fn framehop_walk(
+    unwinder: &UnwinderX86_64<&[u8]>,
+    cache: &mut CacheX86_64,
+    stack: &Stack,
+) -> Vec<u64> {
+    let mem = &stack.stack;
+    let mut read_stack = |addr: u64| -> Result<u64, ()> {
+        let o = usize::try_from(addr.checked_sub(STACK_BASE).ok_or(())?).map_err(|_| ())?;
+        let b = mem.get(o..o.checked_add(8).ok_or(())?).ok_or(())?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| ())?))
+    };
+    let pc = stack.regs.rip().unwrap_or(0);
+    let mut regs = UnwindRegsX86_64::new(
+        pc,
+        stack.regs.rsp().unwrap_or(0),
+        stack.regs.get(Reg::Rbp).unwrap_or(0),
+    );
+    let mut pcs = Vec::with_capacity(FRAMES);
+    pcs.push(pc);
+    let mut addr = FrameAddress::from_instruction_pointer(pc);
+    // Bounded like xunwind's walk: a frame limit.
+    while pcs.len() < 2 * FRAMES {
+        match unwinder.unwind_frame(addr, &mut regs, cache, &mut read_stack) {
+            Ok(Some(ra)) => {
+                pcs.push(ra);
+                match FrameAddress::from_return_address(ra) {
+                    Some(a) => addr = a,
+                    None => break,
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    pcs
+}
+
+/// xunwind's unwinders stepped directly, collecting only the pcs as framehop does: the cost of
+/// the lookups and unwinds without `StackWalker`'s per-frame register sets and fallbacks.
+fn xunwind_steps(space: &AddressSpace<'_>, stack: &Stack, mem: &SliceMemory<'_>) -> Vec<u64> {
+    let mut regs = stack.regs.clone();
+    let mut kind = PcKind::Exact;
+    let mut pcs = Vec::with_capacity(FRAMES);
+    pcs.push(regs.rip().unwrap_or(0));
+    while pcs.len() < 2 * FRAMES {
+        let pc = regs.rip().unwrap_or(0);
+        let Some((_, m)) = space.module_at(kind.lookup_address(pc)) else {
+            break;
+        };
+        let Ok(step) = m.walker.step(&regs, kind, mem) else {
+            break;
+        };
+        regs = step.regs;
+        kind = step.caller_pc;
+        match regs.rip() {
+            Some(0) | None => break,
+            Some(pc) => pcs.push(pc),
+        }
+    }
+    pcs
+}
+
+/// The first frame at which framehop's pcs differ from the intended ones (`None`: the same).
+fn framehop_divergence(fh: &[u64], want: &[u64]) -> Option<usize> {
+    let fh = fh.strip_suffix(&[0]).unwrap_or(fh);
+    match fh.iter().zip(want).position(|(a, b)| a != b) {
+        None if fh.len() == want.len() => None,
+        d => Some(d.unwrap_or(fh.len().min(want.len()))),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let t0 = Instant::now();
+    let dir = std::env::var_os("XUNWIND_ELF_DIR").map_or_else(system_lib_dir, PathBuf::from);
+    let files = read_shared_objects(&dir, MODULES);
+    if files.len() < 32 {
+        eprintln!(
+            "dwarf_walk bench skipped: {} usable shared objects in {}",
+            files.len(),
+            dir.display()
+        );
+        return;
+    }
+    let modules = place(&files);
+    let space = dwarf_space(&modules, true);
+    let cold_space = dwarf_space(&modules, false);
+    let mut unwinder: UnwinderX86_64<&[u8]> = UnwinderX86_64::new();
+    for m in &modules {
+        unwinder.add_module(framehop_module(m));
+    }
+    let mut sites = call_sites(&modules, SITES_PER_MODULE);
+    let pool = sites.len();
+    let mut rng = SplitMix64::new(0x5eed_0006);
+    let mut cache = CacheX86_64::new();
+    // Stacks on which framehop finds other frames than xunwind (and the rows) are counted and
+    // left out: timing a walk that stops early would flatter it.
+    let mut stacks: Vec<Stack> = Vec::new();
+    let mut framehop_wrong: Vec<usize> = Vec::new();
+    let walker = StackWalker::default();
+    for _ in 0..512 {
+        if stacks.len() == STACKS {
+            break;
+        }
+        let s = build_stack(&space, &mut sites, FRAMES, &mut rng).expect("a 32-frame stack");
+        let mem = s.memory();
+        for sp in [&space, &cold_space] {
+            let ours = walker.walk(sp, &s.regs, &mem);
+            let pcs: Vec<u64> = ours.frames.iter().map(|f| f.pc).collect();
+            assert_eq!(pcs, s.pcs, "xunwind disagrees with a checked stack");
+            assert_eq!(xunwind_steps(sp, &s, &mem), s.pcs);
+        }
+        let warm = framehop_walk(&unwinder, &mut cache, &s);
+        let fresh = framehop_walk(&unwinder, &mut CacheX86_64::new(), &s);
+        match framehop_divergence(&warm, &s.pcs).or(framehop_divergence(&fresh, &s.pcs)) {
+            None => stacks.push(s),
+            Some(d) => framehop_wrong.push(d),
+        }
+    }
+    assert_eq!(
+        stacks.len(),
+        STACKS,
+        "too few stacks framehop walks correctly"
+    );
+    let mut used: Vec<usize> = stacks
+        .iter()
+        .flat_map(|s| &s.pcs)
+        .filter_map(|&pc| {
+            modules
+                .iter()
+                .position(|m| m.base <= pc && pc < m.base + m.layout.size)
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    eprintln!(
+        "dwarf_walk: {} modules ({} MiB), {} call sites ({} dropped as not walking like their rows), {} stacks of {FRAMES} frames over {} modules; framehop walked {} other stacks wrongly, first wrong frame index: {:?}; setup {:.1} s",
+        modules.len(),
+        files.iter().map(|f| f.1.len()).sum::<usize>() >> 20,
+        pool,
+        pool - sites.len(),
+        stacks.len(),
+        used.len(),
+        framehop_wrong.len(),
+        framehop_wrong,
+        t0.elapsed().as_secs_f64()
+    );
+
+    let mems: Vec<_> = stacks.iter().map(|s| s.memory()).collect();
+    for (group, n) in [
+        ("dwarf_walk/one_stack", 1usize),
+        ("dwarf_walk/many_stacks", STACKS),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Elements(FRAMES as u64));
+        let mut i = 0usize;
+        g.bench_function("xunwind", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(walker.walk(&space, black_box(&stacks[k].regs), &mems[k]))
+            })
+        });
+        let mut i = 0usize;
+        g.bench_function("xunwind_steps", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(xunwind_steps(&space, black_box(&stacks[k]), &mems[k]))
+            })
+        });
+        let mut i = 0usize;
+        g.bench_function("framehop", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(framehop_walk(&unwinder, &mut cache, black_box(&stacks[k])))
+            })
+        });
+        g.finish();
+    }
+
+    let mut g = c.benchmark_group("dwarf_walk/cold");
+    g.throughput(Throughput::Elements(FRAMES as u64));
+    let mut i = 0usize;
+    g.bench_function("xunwind", |b| {
+        b.iter(|| {
+            let k = i % STACKS;
+            i = i.wrapping_add(1);
+            black_box(walker.walk(&cold_space, black_box(&stacks[k].regs), &mems[k]))
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("xunwind_steps", |b| {
+        b.iter(|| {
+            let k = i % STACKS;
+            i = i.wrapping_add(1);
+            black_box(xunwind_steps(&cold_space, black_box(&stacks[k]), &mems[k]))
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("framehop", |b| {
+        b.iter_batched_ref(
+            CacheX86_64::new,
+            |fresh| {
+                let k = i % STACKS;
+                i = i.wrapping_add(1);
+                black_box(framehop_walk(&unwinder, fresh, black_box(&stacks[k])))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
