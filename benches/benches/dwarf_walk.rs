@@ -8,8 +8,8 @@
 //! walks differently are counted, printed and left out. Throughput is per frame.
 //!
 //! Lines: `xunwind` is `StackWalker::walk` (default options; returns every frame's full
-//! register set); `xunwind_steps` steps each module's `FrameWalker` directly and collects only
-//! the pcs, the same work framehop's line does; `framehop` calls `unwind_frame` frame by frame
+//! register set); `xunwind_steps` unwinds in place with each module's `FrameWalker::unwind`
+//! (no context pointers) and collects only the pcs, the same work framehop's line does; `framehop` calls `unwind_frame` frame by frame
 //! with one `CacheX86_64` kept across iterations, collecting the pcs into a `Vec`.
 //! Groups: `one_stack` walks the same stack every time (every cache hot); `many_stacks` cycles
 //! through 64 stacks (2048 frames, more than either rule cache holds at once); `cold` cycles
@@ -91,8 +91,9 @@ fn framehop_walk(
     pcs
 }
 
-/// xunwind's unwinders stepped directly, collecting only the pcs as framehop does: the cost of
-/// the lookups and unwinds without `StackWalker`'s per-frame register sets and fallbacks.
+/// xunwind's unwinders run directly (`FrameWalker::unwind` in place, no context pointers),
+/// collecting only the pcs as framehop does: the cost of the lookups and unwinds without
+/// `StackWalker`'s per-frame register sets and fallbacks.
 fn xunwind_steps(space: &AddressSpace<'_>, stack: &Stack, mem: &SliceMemory<'_>) -> Vec<u64> {
     let mut regs = stack.regs.clone();
     let mut kind = PcKind::Exact;
@@ -103,10 +104,9 @@ fn xunwind_steps(space: &AddressSpace<'_>, stack: &Stack, mem: &SliceMemory<'_>)
         let Some((_, m)) = space.module_at(kind.lookup_address(pc)) else {
             break;
         };
-        let Ok(step) = m.walker.step(&regs, kind, mem) else {
+        let Ok(step) = m.walker.unwind(&mut regs, kind, mem, None) else {
             break;
         };
-        regs = step.regs;
         kind = step.caller_pc;
         match regs.rip() {
             Some(0) | None => break,
