@@ -1,60 +1,46 @@
-//! A rule cache keyed by address: rows that are "CFA = register + offset, registers saved at
-//! CFA + offset" (nearly every row compilers emit) are kept in a compact form, so a repeated
-//! lookup skips the FDE search, parse and row evaluation. Rows with expressions or other rules
-//! are never cached and always take the full path.
+//! A rule cache keyed by address, and the in-place application of a compact row.
+//!
+//! Rows that are "CFA = register + offset, registers saved at CFA + offset, same value or
+//! copied from another register" (nearly every row compilers emit) are kept as
+//! [`CompactRow`]s, so a repeated lookup skips the FDE search, parse and row evaluation. The
+//! frame's handler is kept resolved with the row: its personality pointer is usually indirect,
+//! through a GOT slot the dynamic loader fills before the code runs, so the value read when the
+//! row was cached stands for the unwinder's lifetime. Rows with expressions or other rules are
+//! never cached and always take the full path.
 
-use crate::DwarfUnwinder;
+use crate::fast::{CompactRow, Packed};
 use xunwind_core::{
-    ContextPointers, Handler, MemoryReader, PcKind, Reg, Regs, Step, Trust, UnwindError,
+    ContextPointers, Handler, MemoryReader, PcKind, Reg, Regs, StepInfo, Trust, UnwindError,
 };
 
 /// Direct-mapped slots per unwinder (allocated on the first step).
 pub(crate) const SLOTS: usize = 256;
-/// Most saved registers a cached row holds (16 GPRs but rsp, and the return address).
-const MAX_SAVED: usize = 16;
 
-/// One cached row: the rules in the order the full path applies them.
+/// The registers the caller keeps unless a rule says otherwise: the psABI's callee-saved set.
+/// rip, the other GPRs and every xmm register did not survive the call.
+pub(crate) const CALLEE_SAVED_MASK: u64 = Regs::bit(Reg::Rbx)
+    | Regs::bit(Reg::Rbp)
+    | Regs::bit(Reg::R12)
+    | Regs::bit(Reg::R13)
+    | Regs::bit(Reg::R14)
+    | Regs::bit(Reg::R15);
+
+/// One cache slot: the link-time address it answers for, its row and the resolved handler.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CachedRow {
     pub(crate) key: u64,
     pub(crate) live: bool,
-    pub(crate) signal: bool,
-    pub(crate) cfa_reg: u16,
-    pub(crate) count: u8,
-    pub(crate) cfa_off: i64,
-    /// (DWARF register, CFA offset); register 16 is the return address.
-    pub(crate) saved: [(u8, i32); MAX_SAVED],
-    pub(crate) personality: Option<gimli::Pointer>,
-    pub(crate) lsda: Option<gimli::Pointer>,
+    pub(crate) row: CompactRow,
+    pub(crate) handler: Option<Handler>,
 }
 
 impl CachedRow {
     pub(crate) const EMPTY: CachedRow = CachedRow {
         key: 0,
         live: false,
-        signal: false,
-        cfa_reg: 0,
-        count: 0,
-        cfa_off: 0,
-        saved: [(0, 0); MAX_SAVED],
-        personality: None,
-        lsda: None,
+        row: CompactRow::EMPTY,
+        handler: None,
     };
-
-    /// Appends a saved register; false when the row does not fit.
-    pub(crate) fn push(&mut self, reg: u16, off: i64) -> bool {
-        let (Ok(reg), Ok(off)) = (u8::try_from(reg), i32::try_from(off)) else {
-            return false;
-        };
-        match self.saved.get_mut(self.count as usize) {
-            Some(slot) => {
-                *slot = (reg, off);
-                self.count += 1;
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 #[inline]
@@ -62,50 +48,76 @@ pub(crate) fn slot(svma: u64) -> usize {
     (svma.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros())) as usize
 }
 
-/// The step a cached row gives; the same reads in the same order as the full path.
+/// DWARF register `n` (0-15 GPRs, 16 the pc) of `regs`, if known.
+#[inline]
+fn reg(regs: &Regs, n: u8) -> Option<u64> {
+    if n < 16 {
+        regs.get(crate::eval::DWARF_GPR[usize::from(n)])
+    } else {
+        regs.rip()
+    }
+}
+
+/// Applies `row` to `regs` in place: the same reads in the same order as gimli's path, all of
+/// them before the first write, so an error leaves `regs` and `pointers` untouched.
+#[inline]
 pub(crate) fn apply(
-    u: &DwarfUnwinder<'_>,
-    row: &CachedRow,
-    regs: &Regs,
+    row: &CompactRow,
+    handler: Option<Handler>,
+    regs: &mut Regs,
     mem: &dyn MemoryReader,
-) -> Result<Step, UnwindError> {
-    let cfa = crate::eval::dwarf_reg(regs, gimli::Register(row.cfa_reg))?
-        .wrapping_add(row.cfa_off as u64);
-    let mut out = Regs::new();
-    for r in crate::eval::CALLEE_SAVED {
-        if let Some(v) = regs.get(r) {
-            out.set(r, v);
+    pointers: Option<&mut ContextPointers>,
+) -> Result<StepInfo, UnwindError> {
+    let base = match reg(regs, row.cfa_reg) {
+        Some(v) => v,
+        None if row.cfa_reg < 16 => {
+            return Err(UnwindError::MissingRegister(
+                crate::eval::DWARF_GPR[usize::from(row.cfa_reg)],
+            ))
         }
-    }
-    out.set(Reg::Rsp, cfa);
-    let mut pointers = ContextPointers::new();
-    for &(reg, off) in &row.saved[..row.count as usize] {
-        let addr = cfa.wrapping_add(off as i64 as u64);
-        let v = mem.read_u64(addr)?;
-        if reg == 16 {
-            out.set_rip(v);
-        } else {
-            let r = crate::eval::DWARF_GPR[reg as usize & 15];
-            out.set(r, v);
-            pointers.set_gpr(r, addr);
-        }
-    }
-    let handler = match row.personality {
-        Some(p) => crate::eval::resolve(u, p, mem).map(|address| Handler {
-            address,
-            data: row
-                .lsda
-                .and_then(|l| crate::eval::resolve(u, l, mem))
-                .unwrap_or(0),
-            flags: 0,
-        }),
-        None => None,
+        None => return Err(UnwindError::MissingRip),
     };
-    Ok(Step {
-        regs: out,
+    let cfa = base.wrapping_add(row.cfa_off as u64);
+    let rules: &[Packed] = row.packed();
+    let mut vals = [0u64; crate::fast::MAX_RULES];
+    let mut known = 0u32;
+    for (i, (p, v)) in rules.iter().zip(vals.iter_mut()).enumerate() {
+        let got = match p.kind {
+            0 => Some(mem.read_u64(cfa.wrapping_add(p.val as i64 as u64))?),
+            1 => reg(regs, p.reg),
+            _ => reg(regs, p.val as u8),
+        };
+        if let Some(x) = got {
+            *v = x;
+            known |= 1 << i;
+        }
+    }
+    regs.retain(CALLEE_SAVED_MASK);
+    regs.set(Reg::Rsp, cfa);
+    let mut pointers = pointers;
+    for (i, (p, &v)) in rules.iter().zip(vals.iter()).enumerate() {
+        if p.reg >= 16 {
+            // The return address column: unknown leaves the caller's rip unknown.
+            if known & (1 << i) != 0 {
+                regs.set_rip(v);
+            }
+            continue;
+        }
+        let r = crate::eval::DWARF_GPR[usize::from(p.reg)];
+        if known & (1 << i) == 0 {
+            regs.invalidate(r);
+            continue;
+        }
+        regs.set(r, v);
+        if p.kind == 0 {
+            if let Some(ptrs) = pointers.as_deref_mut() {
+                ptrs.set_gpr(r, cfa.wrapping_add(p.val as i64 as u64));
+            }
+        }
+    }
+    Ok(StepInfo {
         trust: Trust::Cfi,
         frame: cfa,
-        pointers,
         handler,
         caller_pc: if row.signal {
             PcKind::Exact

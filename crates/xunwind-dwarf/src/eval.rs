@@ -1,6 +1,7 @@
 //! Turning a CFI row into the caller's registers.
 
 use crate::cache::CachedRow;
+use crate::fast::{CompactRow, Rule};
 use crate::{gimli_reason, DwarfUnwinder, Fde, Reader};
 use gimli::{
     CfaRule, Encoding, EvaluationResult, EvaluationStorage, Location, Piece, Register,
@@ -158,19 +159,12 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
         .map_err(|e| bad(at, gimli_reason(e)))?;
     let cie = fde.cie();
     let encoding = cie.encoding();
-    // What the rule cache keeps: only register+offset CFAs and CFA-offset saves.
-    let mut compact = CachedRow::EMPTY;
-    let mut cacheable = cache.is_some();
+    let compact = cache.is_some().then(|| compact_of(row, fde)).flatten();
     let cfa = match row.cfa() {
         CfaRule::RegisterAndOffset { register, offset } => {
-            compact.cfa_reg = register.0;
-            compact.cfa_off = *offset;
             dwarf_reg(regs, *register)?.wrapping_add(*offset as u64)
         }
-        CfaRule::Expression(e) => {
-            cacheable = false;
-            eval_expr(section, e, encoding, None, regs, mem)?
-        }
+        CfaRule::Expression(e) => eval_expr(section, e, encoding, None, regs, mem)?,
     };
 
     // The caller keeps the callee-saved registers unless a rule says otherwise; the rest of
@@ -187,12 +181,6 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     let mut ra = None;
     for (reg, rule) in row.registers() {
         let is_xmm = (DWARF_XMM0..DWARF_XMM0 + 16).contains(&reg.0);
-        cacheable &= match rule {
-            RegisterRule::Offset(n) if *reg == ra_column || (reg.0 < 16 && reg.0 != 7) => {
-                compact.push(reg.0, *n)
-            }
-            _ => false,
-        };
         let rec = match rule {
             RegisterRule::Undefined => Recovered::Unknown,
             RegisterRule::SameValue => current(regs, *reg),
@@ -257,15 +245,6 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     if let Some(ra) = ra {
         out.set_rip(ra);
     }
-    // Only rows with a return address are cached (an outermost frame is rare and cheap).
-    if let Some(slot) = cache.filter(|_| cacheable && ra.is_some() && ra_column.0 == DWARF_RA) {
-        compact.key = svma;
-        compact.live = true;
-        compact.signal = fde.is_signal_trampoline();
-        compact.personality = cie.personality();
-        compact.lsda = fde.lsda();
-        *slot = compact;
-    }
     let handler = match cie.personality() {
         Some(p) => resolve(u, p, mem).map(|address| Handler {
             address,
@@ -274,6 +253,15 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
         }),
         None => None,
     };
+    // Only rows with a return address are cached (an outermost frame is rare and cheap).
+    if let (Some(slot), Some(row)) = (cache, compact.filter(|_| ra.is_some())) {
+        *slot = CachedRow {
+            key: svma,
+            live: true,
+            row,
+            handler,
+        };
+    }
     Ok(Step {
         regs: out,
         trust: Trust::Cfi,
@@ -286,6 +274,34 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
             PcKind::ReturnAddress
         },
     })
+}
+
+/// gimli's row in the compact form, when it has one (see [`CompactRow`]).
+pub(crate) fn compact_of(
+    row: &gimli::UnwindTableRow<usize, crate::X64Rows>,
+    fde: &Fde<'_>,
+) -> Option<CompactRow> {
+    if fde.cie().return_address_register().0 != DWARF_RA {
+        return None;
+    }
+    let CfaRule::RegisterAndOffset { register, offset } = row.cfa() else {
+        return None;
+    };
+    let mut ok = true;
+    let rules = row.registers().map_while(|(reg, rule)| {
+        let r = match rule {
+            RegisterRule::Offset(n) => Rule::Offset(*n),
+            RegisterRule::SameValue => Rule::SameValue,
+            RegisterRule::Register(r) => Rule::Register(r.0),
+            _ => {
+                ok = false;
+                return None;
+            }
+        };
+        Some((reg.0, r))
+    });
+    let c = CompactRow::from_parts(register.0, *offset, fde.is_signal_trampoline(), rules);
+    c.filter(|_| ok)
 }
 
 /// A register's current value, as `SameValue`/`Register` rules take it.

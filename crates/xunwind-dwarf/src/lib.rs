@@ -10,6 +10,7 @@
 
 mod cache;
 mod eval;
+mod fast;
 mod index;
 
 use core::cell::RefCell;
@@ -20,9 +21,10 @@ use gimli::{
 };
 use object::{Object, ObjectSection, ObjectSegment};
 use xunwind_core::{
-    ContextPointers, FrameWalker, MemoryReader, PcKind, Regs, Step, StepInfo, UnwindError,
+    ContextPointers, FrameWalker, Handler, MemoryReader, PcKind, Regs, Step, StepInfo, UnwindError,
 };
 
+pub use fast::{CompactRow, Rule};
 pub use index::FdeIndex;
 
 /// The reader gimli parses our borrowed sections with.
@@ -125,6 +127,18 @@ struct Scratch<'d> {
     rows: Vec<cache::CachedRow>,
     ctx: Box<Context>,
     cies: Vec<(CfiSection, usize, Cie<'d>)>,
+    fast_cies: fast::CieCache,
+}
+
+impl Scratch<'_> {
+    fn new() -> Self {
+        Scratch {
+            rows: Vec::new(),
+            ctx: Box::new(UnwindContext::new_in()),
+            cies: Vec::with_capacity(CIE_CACHE),
+            fast_cies: fast::CieCache::default(),
+        }
+    }
 }
 
 /// A [`FrameWalker`] for one ELF image's DWARF CFI.
@@ -137,6 +151,9 @@ pub struct DwarfUnwinder<'d> {
     debug_index: FdeIndex,
     eh_source: IndexSource,
     rule_cache: bool,
+    fast_path: bool,
+    eh_data: Option<&'d [u8]>,
+    fast_bases: fast::Bases,
     scratch: RefCell<Scratch<'d>>,
 }
 
@@ -265,10 +282,11 @@ impl<'d> DwarfUnwinder<'d> {
             d.set_address_size(8);
             d
         });
-        let scratch = Scratch {
-            rows: Vec::new(),
-            ctx: Box::new(UnwindContext::new_in()),
-            cies: Vec::with_capacity(CIE_CACHE),
+        let scratch = Scratch::new();
+        let fast_bases = fast::Bases {
+            eh_frame: sections.eh_frame.map_or(0, |s| s.address),
+            text: Some(sections.text),
+            data: Some(sections.got),
         };
         let (eh_index, eh_source) = match (&eh_frame, sections.eh_frame) {
             (Some(eh), Some(sd)) => {
@@ -298,6 +316,9 @@ impl<'d> DwarfUnwinder<'d> {
             debug_index,
             eh_source,
             rule_cache: true,
+            fast_path: true,
+            eh_data: sections.eh_frame.map(|s| s.data),
+            fast_bases,
             scratch: RefCell::new(scratch),
         })
     }
@@ -455,7 +476,62 @@ impl FrameWalker for DwarfUnwinder<'_> {
         mem: &dyn MemoryReader,
         pointers: Option<&mut ContextPointers>,
     ) -> Result<StepInfo, UnwindError> {
-        let s = self.step(regs, pc_kind, mem)?;
+        let pc = regs.rip().ok_or(UnwindError::MissingRip)?;
+        let svma = pc_kind.lookup_address(pc).wrapping_sub(self.bias);
+        // Re-entrancy (a walker used from inside its own step) gets fresh scratch, not a panic.
+        let mut guard = self.scratch.try_borrow_mut();
+        let mut fresh;
+        let scratch: &mut Scratch<'_> = match guard.as_deref_mut() {
+            Ok(s) => s,
+            Err(_) => {
+                fresh = Scratch::new();
+                &mut fresh
+            }
+        };
+        let Scratch {
+            rows,
+            ctx,
+            cies,
+            fast_cies,
+        } = scratch;
+        let mut slot = None;
+        if self.rule_cache {
+            if rows.is_empty() {
+                rows.resize(cache::SLOTS, cache::CachedRow::EMPTY);
+            }
+            let s = &mut rows[cache::slot(svma)];
+            if s.live && s.key == svma {
+                return cache::apply(&s.row, s.handler, regs, mem, pointers);
+            }
+            slot = Some(s);
+        }
+        if self.fast_path {
+            match self.fast_row_with(fast_cies, svma) {
+                fast::Fast::Row(row, lsda, personality) => {
+                    let handler = personality.and_then(|p| {
+                        Some(Handler {
+                            address: eval::resolve(self, p, mem)?,
+                            data: lsda.and_then(|l| eval::resolve(self, l, mem)).unwrap_or(0),
+                            flags: 0,
+                        })
+                    });
+                    if let Some(s) = slot.filter(|_| row.has_return_address()) {
+                        *s = cache::CachedRow {
+                            key: svma,
+                            live: true,
+                            row,
+                            handler,
+                        };
+                    }
+                    return cache::apply(&row, handler, regs, mem, pointers);
+                }
+                fast::Fast::NotCovered if self.debug_frame.is_none() => {
+                    return Err(UnwindError::NoUnwindInfo { pc });
+                }
+                fast::Fast::NotCovered | fast::Fast::Decline => {}
+            }
+        }
+        let s = self.reference_step(ctx, cies, slot, svma, pc, regs, mem)?;
         if let Some(p) = pointers {
             p.merge(&s.pointers);
         }
@@ -463,57 +539,99 @@ impl FrameWalker for DwarfUnwinder<'_> {
         *regs = s.regs;
         Ok(info)
     }
+}
 
-    fn step(
+impl<'d> DwarfUnwinder<'d> {
+    /// gimli's path: FDE search and parse, row evaluation, register recovery (the reference).
+    #[allow(clippy::too_many_arguments)]
+    fn reference_step(
         &self,
+        ctx: &mut Context,
+        cies: &mut Vec<(CfiSection, usize, Cie<'d>)>,
+        slot: Option<&mut cache::CachedRow>,
+        svma: u64,
+        pc: u64,
         regs: &Regs,
-        pc_kind: PcKind,
         mem: &dyn MemoryReader,
     ) -> Result<Step, UnwindError> {
-        let pc = regs.rip().ok_or(UnwindError::MissingRip)?;
-        let svma = pc_kind.lookup_address(pc).wrapping_sub(self.bias);
-        // Re-entrancy (a walker used from inside its own step) gets a fresh context, not a panic.
-        let mut guard = self.scratch.try_borrow_mut();
-        let mut fresh;
-        let scratch: &mut Scratch<'_> = match guard.as_deref_mut() {
-            Ok(s) => s,
-            Err(_) => {
-                fresh = Scratch {
-                    rows: Vec::new(),
-                    ctx: Box::new(UnwindContext::new_in()),
-                    cies: Vec::new(),
-                };
-                &mut fresh
-            }
-        };
-        let Scratch { rows, ctx, cies } = scratch;
-        let slot = if self.rule_cache {
-            if rows.is_empty() {
-                rows.resize(cache::SLOTS, cache::CachedRow::EMPTY);
-            }
-            let slot = &mut rows[cache::slot(svma)];
-            if slot.live && slot.key == svma {
-                return cache::apply(self, slot, regs, mem);
-            }
-            Some(slot)
-        } else {
-            None
-        };
-        let mut cache = Some(cies);
-        let Some((which, fde)) = self.find_fde_with(svma, &mut cache)? else {
+        let Some((which, fde)) = self.find_fde_with(svma, &mut Some(cies))? else {
             return Err(UnwindError::NoUnwindInfo { pc });
         };
-        match which {
-            CfiSection::EhFrame => {
-                let section = self.eh_frame.as_ref().expect("found in .eh_frame");
+        match (which, &self.eh_frame, &self.debug_frame) {
+            (CfiSection::EhFrame, Some(section), _) => {
                 eval::step_fde(self, section, &fde, ctx, svma, regs, mem, slot)
             }
-            CfiSection::DebugFrame => {
-                let section = self.debug_frame.as_ref().expect("found in .debug_frame");
+            (CfiSection::DebugFrame, _, Some(section)) => {
                 eval::step_fde(self, section, &fde, ctx, svma, regs, mem, slot)
             }
+            _ => Err(UnwindError::NoUnwindInfo { pc }),
         }
     }
+
+    fn fast_row_with(&self, cies: &mut fast::CieCache, svma: u64) -> fast::Fast {
+        match (self.eh_data, self.eh_index.candidate(svma)) {
+            (Some(eh), Some(off)) => fast::row_at(eh, &self.fast_bases, cies, off, svma),
+            _ => fast::Fast::NotCovered,
+        }
+    }
+
+    /// Turns our own `.eh_frame` parser and CFA interpreter (on by default) on or off; off,
+    /// every row not in the rule cache is evaluated by gimli.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
+        self.scratch.get_mut().rows = Vec::new();
+    }
+
+    /// The row at link-time address `svma` as the fast path computes it, from the `.eh_frame`
+    /// FDE the index names (`.debug_frame` is never consulted).
+    pub fn fast_row(&self, svma: u64) -> RowLookup {
+        let mut fresh = fast::CieCache::default();
+        let mut guard = self.scratch.try_borrow_mut();
+        let cies = match guard.as_deref_mut() {
+            Ok(s) => &mut s.fast_cies,
+            Err(_) => &mut fresh,
+        };
+        match self.fast_row_with(cies, svma) {
+            fast::Fast::Row(row, ..) => RowLookup::Row(row),
+            fast::Fast::NotCovered => RowLookup::NotCovered,
+            fast::Fast::Decline => RowLookup::Declined,
+        }
+    }
+
+    /// The row at link-time address `svma` as gimli evaluates it, from the same `.eh_frame`
+    /// FDE as [`DwarfUnwinder::fast_row`]; `Declined` when it has no compact form.
+    pub fn reference_row(&self, svma: u64) -> Result<RowLookup, UnwindError> {
+        let (Some(eh), Some(off)) = (&self.eh_frame, self.eh_index.candidate(svma)) else {
+            return Ok(RowLookup::NotCovered);
+        };
+        let fde = parse_fde(eh, &self.bases, CfiSection::EhFrame, off, &mut None)?;
+        if !fde.contains(svma) {
+            return Ok(RowLookup::NotCovered);
+        }
+        let mut ctx = Box::new(Context::new_in());
+        let row = fde
+            .unwind_info_for_address(eh, &self.bases, &mut ctx, svma)
+            .map_err(|e| UnwindError::BadUnwindInfo {
+                addr: off as u64,
+                reason: gimli_reason(e),
+            })?;
+        Ok(match eval::compact_of(row, &fde) {
+            Some(r) => RowLookup::Row(r),
+            None => RowLookup::Declined,
+        })
+    }
+}
+
+/// What [`DwarfUnwinder::fast_row`] and [`DwarfUnwinder::reference_row`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowLookup {
+    /// The row, in the compact form.
+    Row(CompactRow),
+    /// The FDE the index names does not cover the address (or there is no `.eh_frame`).
+    NotCovered,
+    /// The row is outside the compact form (fast path: outside the subset it interprets, or
+    /// malformed; gimli's path then decides).
+    Declined,
 }
 
 #[cfg(test)]

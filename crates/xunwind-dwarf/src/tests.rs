@@ -581,6 +581,7 @@ fn rule_cache_agrees_with_full_evaluation() {
         let cached = DwarfUnwinder::new(&bytes, bias).unwrap();
         let mut full = DwarfUnwinder::new(&bytes, bias).unwrap();
         full.set_rule_cache(false);
+        full.set_fast_path(false);
         let probe = DwarfUnwinder::new(&bytes, 0).unwrap();
         let fdes = linear_fdes(&probe);
         // A stack of distinct words, and one with a hole so that some reads fail.
@@ -681,3 +682,5 @@ fn no_section_headers_uses_pt_gnu_eh_frame() {
         }
     }
 }
+
+mod fast;

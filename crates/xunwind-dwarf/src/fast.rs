@@ -1,0 +1,612 @@
+//! The fast cold path: our own `.eh_frame` FDE/CIE parser and CFA-program interpreter for the
+//! subset compilers emit (register + offset CFA, registers saved at CFA + offset, same value,
+//! register copies, remember/restore state), yielding the compact row the rule cache stores.
+//!
+//! Anything outside the subset (expressions, `val_offset`, `set_loc`, xmm or unknown registers,
+//! 64-bit entries, unusual augmentations, deep state stacks, any malformed byte) makes the
+//! interpreter decline, and the step takes gimli's path, which stays the reference: declining
+//! is always correct, so every doubt declines. Rules are kept in gimli's order (a rule set on a
+//! register replaces its old one in place, an undefined rule swap-removes it) so that the rows
+//! compare equal and memory is read in the same order as gimli's path reads it.
+
+use gimli::Pointer;
+
+/// Most rules a compact row holds: DWARF registers 0-16 but rsp, one rule each.
+pub(crate) const MAX_RULES: usize = 16;
+/// Depth of `DW_CFA_remember_state` the interpreter follows; deeper programs decline.
+const MAX_REMEMBER: usize = 2;
+/// Most CIEs one unwinder keeps parsed (real modules have a handful).
+const MAX_CIES: usize = 32;
+/// The return-address column on x86-64.
+const RA: u8 = 16;
+
+const KIND_OFFSET: u8 = 0;
+const KIND_SAME: u8 = 1;
+const KIND_REGISTER: u8 = 2;
+
+/// How a compact row recovers one register of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Saved in memory at CFA + this offset.
+    Offset(i64),
+    /// Unchanged by the call.
+    SameValue,
+    /// Held in this DWARF register (0-16) of the callee.
+    Register(u16),
+}
+
+/// One packed rule: 8 bytes, so a row stays small in the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Packed {
+    pub(crate) reg: u8,
+    pub(crate) kind: u8,
+    pub(crate) val: i32,
+}
+
+/// A CFI row of the compact form: CFA = DWARF register + offset, and at most one rule per
+/// DWARF register 0-16 (rsp excluded; 16 is the return address) in gimli's order. Registers
+/// without a rule are undefined (callee-saved ones keep their values, as on the full path).
+#[derive(Clone, Copy)]
+pub struct CompactRow {
+    pub(crate) cfa_off: i64,
+    pub(crate) cfa_reg: u8,
+    pub(crate) count: u8,
+    pub(crate) signal: bool,
+    pub(crate) rules: [Packed; MAX_RULES],
+}
+
+// Slots past `count` are dead: rows compare and print by their live rules.
+impl PartialEq for CompactRow {
+    fn eq(&self, other: &Self) -> bool {
+        (self.cfa_reg, self.cfa_off, self.signal) == (other.cfa_reg, other.cfa_off, other.signal)
+            && self.packed() == other.packed()
+    }
+}
+
+impl Eq for CompactRow {}
+
+impl core::fmt::Debug for CompactRow {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CompactRow")
+            .field("cfa", &self.cfa())
+            .field("signal", &self.signal)
+            .field("rules", &self.rules().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for CompactRow {
+    fn default() -> Self {
+        CompactRow::EMPTY
+    }
+}
+
+impl CompactRow {
+    pub(crate) const EMPTY: CompactRow = CompactRow {
+        cfa_off: 0,
+        cfa_reg: 0,
+        count: 0,
+        signal: false,
+        rules: [Packed {
+            reg: 0,
+            kind: 0,
+            val: 0,
+        }; MAX_RULES],
+    };
+
+    /// The CFA rule: DWARF register and offset.
+    pub fn cfa(&self) -> (u16, i64) {
+        (u16::from(self.cfa_reg), self.cfa_off)
+    }
+
+    /// The register rules, in the order they are applied.
+    pub fn rules(&self) -> impl Iterator<Item = (u16, Rule)> + '_ {
+        self.packed().iter().map(|p| {
+            let rule = match p.kind {
+                KIND_OFFSET => Rule::Offset(i64::from(p.val)),
+                KIND_SAME => Rule::SameValue,
+                _ => Rule::Register(p.val as u16),
+            };
+            (u16::from(p.reg), rule)
+        })
+    }
+
+    /// Whether the FDE's CIE has the `S` augmentation (a signal frame: the caller's pc is exact).
+    pub fn is_signal_frame(&self) -> bool {
+        self.signal
+    }
+
+    /// Whether the row has a rule for the return address (an outermost frame has none).
+    pub fn has_return_address(&self) -> bool {
+        self.packed().iter().any(|p| p.reg == RA)
+    }
+
+    #[inline]
+    pub(crate) fn packed(&self) -> &[Packed] {
+        &self.rules[..usize::from(self.count).min(MAX_RULES)]
+    }
+
+    /// Builds a row from gimli-style parts; `None` when a rule is outside the compact form.
+    pub(crate) fn from_parts(
+        cfa_reg: u16,
+        cfa_off: i64,
+        signal: bool,
+        rules: impl Iterator<Item = (u16, Rule)>,
+    ) -> Option<CompactRow> {
+        let mut row = CompactRow {
+            cfa_reg: u8::try_from(cfa_reg).ok().filter(|&r| r <= RA)?,
+            cfa_off,
+            signal,
+            ..CompactRow::EMPTY
+        };
+        for (reg, rule) in rules {
+            let reg = u8::try_from(reg).ok().filter(|&r| r <= RA && r != 7)?;
+            let p = pack(reg, rule)?;
+            *row.rules.get_mut(usize::from(row.count))? = p;
+            row.count += 1;
+        }
+        Some(row)
+    }
+
+    /// gimli's `RegisterRuleMap::set`: replace in place, push, or swap-remove (undefined).
+    fn set(&mut self, p: Option<Packed>, reg: u8) -> Option<()> {
+        let n = usize::from(self.count).min(MAX_RULES);
+        let idx = self.rules[..n].iter().position(|q| q.reg == reg);
+        match (p, idx) {
+            (None, Some(i)) => {
+                self.rules[i] = self.rules[n - 1];
+                self.count -= 1;
+            }
+            (None, None) => {}
+            (Some(p), Some(i)) => self.rules[i] = p,
+            (Some(p), None) => {
+                *self.rules.get_mut(n)? = p;
+                self.count += 1;
+            }
+        }
+        Some(())
+    }
+
+    fn rule_of(&self, reg: u8) -> Option<Packed> {
+        self.packed().iter().copied().find(|p| p.reg == reg)
+    }
+}
+
+fn pack(reg: u8, rule: Rule) -> Option<Packed> {
+    let (kind, val) = match rule {
+        Rule::Offset(o) => (KIND_OFFSET, i32::try_from(o).ok()?),
+        Rule::SameValue => (KIND_SAME, 0),
+        Rule::Register(r) if r <= u16::from(RA) => (KIND_REGISTER, i32::from(r)),
+        Rule::Register(_) => return None,
+    };
+    Some(Packed { reg, kind, val })
+}
+
+/// The base addresses `.eh_frame` pointers are relative to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bases {
+    /// `.eh_frame`'s link-time address (pcrel).
+    pub(crate) eh_frame: u64,
+    /// `.text` (textrel), when known.
+    pub(crate) text: Option<u64>,
+    /// `.got` (datarel), when known.
+    pub(crate) data: Option<u64>,
+}
+
+/// A bounded little-endian reader over one CIE or FDE; `pos` is a section offset.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let b: [u8; N] = self
+            .buf
+            .get(self.pos..self.pos.checked_add(N)?)?
+            .try_into()
+            .ok()?;
+        self.pos += N;
+        Some(b)
+    }
+    #[inline]
+    fn u8(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.bytes().map(u16::from_le_bytes)
+    }
+    #[inline]
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.bytes().map(u64::from_le_bytes)
+    }
+    /// ULEB128; values that do not fit 64 bits (or long encodings) decline.
+    #[inline]
+    fn uleb(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..63).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    /// SLEB128; as `uleb`, encodings that reach bit 63 decline.
+    #[inline]
+    fn sleb(&mut self) -> Option<i64> {
+        let mut v = 0i64;
+        for shift in (0..63).step_by(7) {
+            let b = self.u8()?;
+            v |= i64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                if b & 0x40 != 0 {
+                    v |= -1i64 << (shift + 7);
+                }
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn reg(&mut self) -> Option<u8> {
+        u8::try_from(self.uleb()?).ok()
+    }
+}
+
+/// Reads a value in pointer encoding `enc`'s format (no application).
+fn encoded_value(c: &mut Cursor<'_>, enc: u8) -> Option<u64> {
+    Some(match enc & 0x0f {
+        0x00 => c.u64()?,
+        0x01 => c.uleb()?,
+        0x02 => u64::from(c.u16()?),
+        0x03 => u64::from(c.u32()?),
+        0x04 => c.u64()?,
+        0x09 => c.sleb()? as u64,
+        0x0a => c.u16()? as i16 as u64,
+        0x0b => c.u32()? as i32 as u64,
+        0x0c => c.u64()?,
+        _ => return None,
+    })
+}
+
+/// Reads an encoded pointer as gimli does; `func` is the base of `DW_EH_PE_funcrel`.
+fn encoded_pointer(c: &mut Cursor<'_>, enc: u8, b: &Bases, func: Option<u64>) -> Option<Pointer> {
+    if enc & 0x70 > 0x40 || enc & 0x0f > 0x0c || enc & 0x08 != 0 && enc & 0x07 == 0 {
+        return None;
+    }
+    let base = match enc & 0x70 {
+        0x00 => 0,
+        0x10 => b.eh_frame.wrapping_add(c.pos as u64),
+        0x20 => b.text?,
+        0x30 => b.data?,
+        _ => func?,
+    };
+    let v = base.wrapping_add(encoded_value(c, enc)?);
+    Some(if enc & 0x80 != 0 {
+        Pointer::Indirect(v)
+    } else {
+        Pointer::Direct(v)
+    })
+}
+
+/// What a CIE contributes to its FDEs, parsed once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastCie {
+    code_align: u64,
+    data_align: i64,
+    /// Pointer encoding of FDE addresses (`R`), or 8-byte absolute.
+    fde_enc: Option<u8>,
+    lsda_enc: Option<u8>,
+    augmented: bool,
+    pub(crate) personality: Option<Pointer>,
+    /// The row after the initial instructions (`signal` set from the `S` augmentation).
+    initial: CompactRow,
+}
+
+/// CIEs parsed so far by section offset; `None` marks one outside the fast subset.
+#[derive(Default)]
+pub(crate) struct CieCache {
+    entries: Vec<(u32, Option<FastCie>)>,
+    last: usize,
+}
+
+impl CieCache {
+    fn get(&mut self, eh: &[u8], b: &Bases, offset: usize) -> Option<FastCie> {
+        let key = u32::try_from(offset).ok()?;
+        if let Some((k, c)) = self.entries.get(self.last) {
+            if *k == key {
+                return *c;
+            }
+        }
+        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
+            self.last = i;
+            return self.entries[i].1;
+        }
+        let cie = parse_cie(eh, b, offset);
+        if self.entries.len() < MAX_CIES {
+            self.last = self.entries.len();
+            self.entries.push((key, cie));
+        }
+        cie
+    }
+}
+
+/// The length-delimited entry at `offset`: (body start, end); 32-bit format only.
+fn entry(eh: &[u8], offset: usize) -> Option<(usize, usize)> {
+    let mut c = Cursor {
+        buf: eh,
+        pos: offset,
+    };
+    let len = c.u32()?;
+    if len == 0 || len == u32::MAX {
+        return None;
+    }
+    let end = c.pos.checked_add(len as usize)?;
+    (end <= eh.len()).then_some((c.pos, end))
+}
+
+fn parse_cie(eh: &[u8], b: &Bases, offset: usize) -> Option<FastCie> {
+    let (body, end) = entry(eh, offset)?;
+    let mut c = Cursor {
+        buf: &eh[..end],
+        pos: body,
+    };
+    if c.u32()? != 0 {
+        return None;
+    }
+    let version = c.u8()?;
+    if version != 1 && version != 3 {
+        return None;
+    }
+    let aug_start = c.pos;
+    let aug_len = c.buf.get(aug_start..)?.iter().position(|&x| x == 0)?;
+    let aug = &c.buf[aug_start..aug_start + aug_len];
+    c.pos = aug_start + aug_len + 1;
+    let code_align = c.uleb()?;
+    let data_align = c.sleb()?;
+    let ra = if version == 1 {
+        u64::from(c.u8()?)
+    } else {
+        c.uleb()?
+    };
+    if ra != u64::from(RA) {
+        return None;
+    }
+    let mut cie = FastCie {
+        code_align,
+        data_align,
+        fde_enc: None,
+        lsda_enc: None,
+        augmented: false,
+        personality: None,
+        initial: CompactRow::EMPTY,
+    };
+    if let Some((&first, rest)) = aug.split_first() {
+        if first != b'z' {
+            return None;
+        }
+        cie.augmented = true;
+        let data_len = usize::try_from(c.uleb()?).ok()?;
+        let data_end = c.pos.checked_add(data_len).filter(|&e| e <= end)?;
+        let mut d = Cursor {
+            buf: &eh[..data_end],
+            pos: c.pos,
+        };
+        for &ch in rest {
+            match ch {
+                b'L' => cie.lsda_enc = Some(d.u8()?),
+                b'P' => {
+                    let enc = d.u8()?;
+                    cie.personality = Some(encoded_pointer(&mut d, enc, b, None)?);
+                }
+                b'R' => cie.fde_enc = Some(d.u8()?),
+                b'S' => cie.initial.signal = true,
+                _ => return None,
+            }
+        }
+        c.pos = data_end;
+    }
+    let mut row = cie.initial;
+    run(&mut c, &cie, &mut row, None)?;
+    cie.initial = row;
+    Some(cie)
+}
+
+/// What the fast path says about an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fast {
+    /// The row at the address, the FDE's LSDA and its CIE's personality.
+    Row(CompactRow, Option<Pointer>, Option<Pointer>),
+    /// The FDE at the index's offset does not cover the address.
+    NotCovered,
+    /// Outside the fast subset: take gimli's path.
+    Decline,
+}
+
+/// The compact row at link-time address `svma` of the FDE at section offset `offset`.
+pub(crate) fn row_at(eh: &[u8], b: &Bases, cies: &mut CieCache, offset: usize, svma: u64) -> Fast {
+    row_at_inner(eh, b, cies, offset, svma).unwrap_or(Fast::Decline)
+}
+
+#[inline]
+fn row_at_inner(
+    eh: &[u8],
+    b: &Bases,
+    cies: &mut CieCache,
+    offset: usize,
+    svma: u64,
+) -> Option<Fast> {
+    let (body, end) = entry(eh, offset)?;
+    let mut c = Cursor {
+        buf: &eh[..end],
+        pos: body,
+    };
+    let id = c.u32()?;
+    if id == 0 {
+        return None;
+    }
+    let cie_offset = body.checked_sub(id as usize)?;
+    let cie = cies.get(eh, b, cie_offset)?;
+    let (start, range) = match cie.fde_enc {
+        Some(enc) => {
+            let start = encoded_pointer(&mut c, enc, b, None)?;
+            let start = match start {
+                Pointer::Direct(a) | Pointer::Indirect(a) => a,
+            };
+            (start, encoded_value(&mut c, enc)?)
+        }
+        None => (c.u64()?, c.u64()?),
+    };
+    if !(start <= svma && svma < start.wrapping_add(range)) {
+        return Some(Fast::NotCovered);
+    }
+    let mut lsda = None;
+    if cie.augmented {
+        let len = usize::try_from(c.uleb()?).ok()?;
+        let data_end = c.pos.checked_add(len).filter(|&e| e <= end)?;
+        if let Some(enc) = cie.lsda_enc {
+            let mut d = Cursor {
+                buf: &eh[..data_end],
+                pos: c.pos,
+            };
+            lsda = Some(encoded_pointer(&mut d, enc, b, Some(start))?);
+        }
+        c.pos = data_end;
+    }
+    let mut row = cie.initial;
+    run(&mut c, &cie, &mut row, Some((start, svma)))?;
+    Some(Fast::Row(row, lsda, cie.personality))
+}
+
+/// Runs a CFA program. For a CIE (`target` None) every instruction runs; for an FDE
+/// (`target` = (start, svma)) it stops at the row covering `svma`, which is `row` on return.
+/// `None`: outside the subset, malformed, or no row covers `svma`.
+#[inline]
+fn run(
+    c: &mut Cursor<'_>,
+    cie: &FastCie,
+    row: &mut CompactRow,
+    target: Option<(u64, u64)>,
+) -> Option<()> {
+    let mut stack = [CompactRow::EMPTY; MAX_REMEMBER];
+    let mut depth = 0usize;
+    let mut start = target.map_or(0, |t| t.0);
+    let offset_rule = |factored: i64| -> Option<Packed> {
+        let off = factored.wrapping_mul(cie.data_align);
+        Some(Packed {
+            reg: 0,
+            kind: KIND_OFFSET,
+            val: i32::try_from(off).ok()?,
+        })
+    };
+    let rule_reg = |r: u8| (r <= RA && r != 7).then_some(r);
+    // Each instruction consumes at least one byte, which bounds the loop.
+    while c.pos < c.buf.len() {
+        let op = c.u8()?;
+        let mut delta = None;
+        match op >> 6 {
+            1 => delta = Some(u64::from(op & 0x3f)),
+            2 => {
+                let reg = rule_reg(op & 0x3f)?;
+                let p = offset_rule(c.uleb()? as i64)?;
+                row.set(Some(Packed { reg, ..p }), reg)?;
+            }
+            3 => {
+                // DW_CFA_restore is invalid among a CIE's initial instructions.
+                target?;
+                let reg = rule_reg(op & 0x3f)?;
+                row.set(cie.initial.rule_of(reg), reg)?;
+            }
+            _ => match op {
+                0x00 => {}
+                0x02 => delta = Some(u64::from(c.u8()?)),
+                0x03 => delta = Some(u64::from(c.u16()?)),
+                0x04 => delta = Some(u64::from(c.u32()?)),
+                0x05 => {
+                    let reg = rule_reg(c.reg()?)?;
+                    let p = offset_rule(c.uleb()? as i64)?;
+                    row.set(Some(Packed { reg, ..p }), reg)?;
+                }
+                0x06 => {
+                    target?;
+                    let reg = rule_reg(c.reg()?)?;
+                    row.set(cie.initial.rule_of(reg), reg)?;
+                }
+                0x07 => {
+                    let reg = rule_reg(c.reg()?)?;
+                    row.set(None, reg)?;
+                }
+                0x08 => {
+                    let reg = rule_reg(c.reg()?)?;
+                    let p = Packed {
+                        reg,
+                        kind: KIND_SAME,
+                        val: 0,
+                    };
+                    row.set(Some(p), reg)?;
+                }
+                0x09 => {
+                    let reg = rule_reg(c.reg()?)?;
+                    let src = c.reg().filter(|&r| r <= RA)?;
+                    let p = Packed {
+                        reg,
+                        kind: KIND_REGISTER,
+                        val: i32::from(src),
+                    };
+                    row.set(Some(p), reg)?;
+                }
+                0x0a => {
+                    target?;
+                    *stack.get_mut(depth)? = *row;
+                    depth += 1;
+                }
+                0x0b => {
+                    target?;
+                    depth = depth.checked_sub(1)?;
+                    *row = stack[depth];
+                }
+                0x0c => {
+                    row.cfa_reg = c.reg().filter(|&r| r <= RA)?;
+                    row.cfa_off = c.uleb()? as i64;
+                }
+                0x0d => row.cfa_reg = c.reg().filter(|&r| r <= RA)?,
+                0x0e => row.cfa_off = c.uleb()? as i64,
+                0x12 => {
+                    row.cfa_reg = c.reg().filter(|&r| r <= RA)?;
+                    row.cfa_off = c.sleb()?.wrapping_mul(cie.data_align);
+                }
+                0x13 => row.cfa_off = c.sleb()?.wrapping_mul(cie.data_align),
+                0x11 => {
+                    let reg = rule_reg(c.reg()?)?;
+                    let p = offset_rule(c.sleb()?)?;
+                    row.set(Some(Packed { reg, ..p }), reg)?;
+                }
+                0x2e => {
+                    c.uleb()?;
+                }
+                _ => return None,
+            },
+        }
+        if let Some(delta) = delta {
+            // An advance among a CIE's initial instructions is legal but pointless: decline.
+            let (_, svma) = target?;
+            let end = start.checked_add(delta.wrapping_mul(cie.code_align))?;
+            if start <= svma && svma < end {
+                return Some(());
+            }
+            start = end;
+        }
+    }
+    match target {
+        // The last row runs to the FDE's end, which the caller checked covers svma.
+        Some((_, svma)) => (start <= svma).then_some(()),
+        None => Some(()),
+    }
+}
