@@ -4,11 +4,15 @@
 //!   (`RangeTable` over `.eh_frame_hdr`'s initial locations); `gimli_hdr` is gimli's
 //!   `EhHdrTable::lookup` over the same header; `std_partition_point` is the standard library's
 //!   binary search over a copy of the header's sorted initial locations.
-//! - `step/*`: one frame from nothing cached but the CIEs: `xunwind` is `DwarfUnwinder::step`
-//!   with its rule cache off (lookup, FDE parse, row evaluation, register recovery from memory);
-//!   `xunwind_rule_cache` the same step on a hit in the rule cache (up to 64 cached rows); `gimli` is
-//!   `EhHdrTable::unwind_info_for_address` (lookup, FDE and CIE parse, row evaluation) with a
-//!   reused `UnwindContext`, without even applying the row.
+//! - `step/*`: one frame unwound in place (`FrameWalker::unwind`, no context pointers) from
+//!   nothing cached but the CIEs: `xunwind` is `DwarfUnwinder` with its rule cache off (lookup,
+//!   our own FDE parse and CFA-program interpretation, register recovery from memory);
+//!   `xunwind_gimli_path` the same with the fast path off too (gimli parses and evaluates the
+//!   row, which is then applied); `xunwind_rule_cache` a hit in the rule cache (64 cached rows);
+//!   `regs_copy` is the copy of the input registers every in-place line above includes (so that
+//!   each iteration unwinds the same frame); `gimli` is `EhHdrTable::unwind_info_for_address`
+//!   (lookup, FDE and CIE parse, row evaluation) with a reused `UnwindContext`, without even
+//!   applying the row.
 //!
 //! Addresses are 4096 pseudo-random points inside the FDEs of the library, visited in a fixed
 //! order, one lookup or step per criterion iteration (ns per lookup/step).
@@ -61,8 +65,11 @@ fn bench_library(c: &mut Criterion, path: &str) {
     let sec = |n: &str| obj.section_by_name(n).unwrap();
     let (eh_sec, hdr_sec) = (sec(".eh_frame"), sec(".eh_frame_hdr"));
     let mut u = DwarfUnwinder::new(&bytes, 0).unwrap();
-    // Cold steps: every step takes the full path.
+    // Cold steps: every step parses its FDE and evaluates its row.
     u.set_rule_cache(false);
+    let mut via_gimli = DwarfUnwinder::new(&bytes, 0).unwrap();
+    via_gimli.set_rule_cache(false);
+    via_gimli.set_fast_path(false);
     let cached = DwarfUnwinder::new(&bytes, 0).unwrap();
     let bases = u.bases().clone();
     let mut eh_frame = EhFrame::new(eh_sec.data().unwrap(), LittleEndian);
@@ -154,11 +161,40 @@ fn bench_library(c: &mut Criterion, path: &str) {
         .count();
     eprintln!("{short}: {ok} of {N} steps succeed");
 
+    // The fast path and gimli's agree on every address before either is timed.
+    for r in &regs {
+        let a = u.step(r, PcKind::Exact, &mem).map(|s| format!("{s:?}"));
+        let b = via_gimli
+            .step(r, PcKind::Exact, &mem)
+            .map(|s| format!("{s:?}"));
+        assert_eq!(a, b, "{short} {:#x}", r.rip().unwrap());
+    }
+
     let mut g = c.benchmark_group(format!("dwarf_step/{short}"));
+    let mut scratch = Regs::new();
     g.bench_function("xunwind", |b| {
         b.iter(|| {
             i = (i + 1) & (N - 1);
-            black_box(u.step(black_box(&regs[i]), PcKind::Exact, &mem).ok())
+            scratch.clone_from(black_box(&regs[i]));
+            black_box(u.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
+        })
+    });
+    g.bench_function("xunwind_gimli_path", |b| {
+        b.iter(|| {
+            i = (i + 1) & (N - 1);
+            scratch.clone_from(black_box(&regs[i]));
+            black_box(
+                via_gimli
+                    .unwind(&mut scratch, PcKind::Exact, &mem, None)
+                    .ok(),
+            )
+        })
+    });
+    g.bench_function("regs_copy", |b| {
+        b.iter(|| {
+            i = (i + 1) & (N - 1);
+            scratch.clone_from(black_box(&regs[i]));
+            black_box(&scratch);
         })
     });
     // Warm: 64 addresses whose rows the rule cache keeps, stepped over and over.
@@ -177,11 +213,8 @@ fn bench_library(c: &mut Criterion, path: &str) {
     g.bench_function("xunwind_rule_cache", |b| {
         b.iter(|| {
             i = (i + 1) & 63;
-            black_box(
-                cached
-                    .step(black_box(&hot[i % hot.len()]), PcKind::Exact, &mem)
-                    .ok(),
-            )
+            scratch.clone_from(black_box(&hot[i % hot.len()]));
+            black_box(cached.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
         })
     });
     let mut ctx = UnwindContext::new();

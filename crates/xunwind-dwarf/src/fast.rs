@@ -35,12 +35,13 @@ pub enum Rule {
     Register(u16),
 }
 
-/// One packed rule: 8 bytes, so a row stays small in the cache.
+/// One packed rule: 4 bytes, so a row stays small in the cache and cheap to copy (an offset
+/// beyond ±32 KiB of the CFA declines to gimli's path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub(crate) struct Packed {
     pub(crate) reg: u8,
     pub(crate) kind: u8,
-    pub(crate) val: i32,
+    pub(crate) val: i16,
 }
 
 /// A CFI row of the compact form: CFA = DWARF register + offset, and at most one rule per
@@ -174,9 +175,9 @@ impl CompactRow {
 
 fn pack(reg: u8, rule: Rule) -> Option<Packed> {
     let (kind, val) = match rule {
-        Rule::Offset(o) => (KIND_OFFSET, i32::try_from(o).ok()?),
+        Rule::Offset(o) => (KIND_OFFSET, i16::try_from(o).ok()?),
         Rule::SameValue => (KIND_SAME, 0),
-        Rule::Register(r) if r <= u16::from(RA) => (KIND_REGISTER, i32::from(r)),
+        Rule::Register(r) if r <= u16::from(RA) => (KIND_REGISTER, r as i16),
         Rule::Register(_) => return None,
     };
     Some(Packed { reg, kind, val })
@@ -318,23 +319,32 @@ pub(crate) struct CieCache {
 }
 
 impl CieCache {
-    fn get(&mut self, eh: &[u8], b: &Bases, offset: usize) -> Option<FastCie> {
+    /// The CIE at `offset`, parsed now or before; `scratch` holds one the cache has no room for.
+    #[inline]
+    fn get<'a>(
+        &'a mut self,
+        eh: &[u8],
+        b: &Bases,
+        offset: usize,
+        scratch: &'a mut Option<FastCie>,
+    ) -> Option<&'a FastCie> {
         let key = u32::try_from(offset).ok()?;
-        if let Some((k, c)) = self.entries.get(self.last) {
-            if *k == key {
-                return *c;
-            }
-        }
-        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
+        let hit = match self.entries.get(self.last) {
+            Some((k, _)) if *k == key => Some(self.last),
+            _ => self.entries.iter().position(|(k, _)| *k == key),
+        };
+        if let Some(i) = hit {
             self.last = i;
-            return self.entries[i].1;
+            return self.entries[i].1.as_ref();
         }
         let cie = parse_cie(eh, b, offset);
         if self.entries.len() < MAX_CIES {
             self.last = self.entries.len();
             self.entries.push((key, cie));
+            return self.entries[self.last].1.as_ref();
         }
-        cie
+        *scratch = cie;
+        scratch.as_ref()
     }
 }
 
@@ -422,17 +432,26 @@ fn parse_cie(eh: &[u8], b: &Bases, offset: usize) -> Option<FastCie> {
 /// What the fast path says about an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fast {
-    /// The row at the address, the FDE's LSDA and its CIE's personality.
-    Row(CompactRow, Option<Pointer>, Option<Pointer>),
+    /// The row at the address is in the caller's `row`; the FDE's LSDA and its CIE's
+    /// personality.
+    Row(Option<Pointer>, Option<Pointer>),
     /// The FDE at the index's offset does not cover the address.
     NotCovered,
     /// Outside the fast subset: take gimli's path.
     Decline,
 }
 
-/// The compact row at link-time address `svma` of the FDE at section offset `offset`.
-pub(crate) fn row_at(eh: &[u8], b: &Bases, cies: &mut CieCache, offset: usize, svma: u64) -> Fast {
-    row_at_inner(eh, b, cies, offset, svma).unwrap_or(Fast::Decline)
+/// The compact row at link-time address `svma` of the FDE at section offset `offset`, into `row`.
+#[inline]
+pub(crate) fn row_at(
+    eh: &[u8],
+    b: &Bases,
+    cies: &mut CieCache,
+    offset: usize,
+    svma: u64,
+    row: &mut CompactRow,
+) -> Fast {
+    row_at_inner(eh, b, cies, offset, svma, row).unwrap_or(Fast::Decline)
 }
 
 #[inline]
@@ -442,6 +461,7 @@ fn row_at_inner(
     cies: &mut CieCache,
     offset: usize,
     svma: u64,
+    row: &mut CompactRow,
 ) -> Option<Fast> {
     let (body, end) = entry(eh, offset)?;
     let mut c = Cursor {
@@ -453,7 +473,8 @@ fn row_at_inner(
         return None;
     }
     let cie_offset = body.checked_sub(id as usize)?;
-    let cie = cies.get(eh, b, cie_offset)?;
+    let mut spare = None;
+    let cie = cies.get(eh, b, cie_offset, &mut spare)?;
     let (start, range) = match cie.fde_enc {
         Some(enc) => {
             let start = encoded_pointer(&mut c, enc, b, None)?;
@@ -480,9 +501,9 @@ fn row_at_inner(
         }
         c.pos = data_end;
     }
-    let mut row = cie.initial;
-    run(&mut c, &cie, &mut row, Some((start, svma)))?;
-    Some(Fast::Row(row, lsda, cie.personality))
+    *row = cie.initial;
+    run(&mut c, cie, row, Some((start, svma)))?;
+    Some(Fast::Row(lsda, cie.personality))
 }
 
 /// Runs a CFA program. For a CIE (`target` None) every instruction runs; for an FDE
@@ -503,7 +524,7 @@ fn run(
         Some(Packed {
             reg: 0,
             kind: KIND_OFFSET,
-            val: i32::try_from(off).ok()?,
+            val: i16::try_from(off).ok()?,
         })
     };
     let rule_reg = |r: u8| (r <= RA && r != 7).then_some(r);
@@ -558,7 +579,7 @@ fn run(
                     let p = Packed {
                         reg,
                         kind: KIND_REGISTER,
-                        val: i32::from(src),
+                        val: i16::from(src),
                     };
                     row.set(Some(p), reg)?;
                 }

@@ -506,8 +506,9 @@ impl FrameWalker for DwarfUnwinder<'_> {
             slot = Some(s);
         }
         if self.fast_path {
-            match self.fast_row_with(fast_cies, svma) {
-                fast::Fast::Row(row, lsda, personality) => {
+            let mut row = CompactRow::EMPTY;
+            match self.fast_row_with(fast_cies, svma, &mut row) {
+                fast::Fast::Row(lsda, personality) => {
                     let handler = personality.and_then(|p| {
                         Some(Handler {
                             address: eval::resolve(self, p, mem)?,
@@ -568,9 +569,15 @@ impl<'d> DwarfUnwinder<'d> {
         }
     }
 
-    fn fast_row_with(&self, cies: &mut fast::CieCache, svma: u64) -> fast::Fast {
+    #[inline]
+    fn fast_row_with(
+        &self,
+        cies: &mut fast::CieCache,
+        svma: u64,
+        row: &mut CompactRow,
+    ) -> fast::Fast {
         match (self.eh_data, self.eh_index.candidate(svma)) {
-            (Some(eh), Some(off)) => fast::row_at(eh, &self.fast_bases, cies, off, svma),
+            (Some(eh), Some(off)) => fast::row_at(eh, &self.fast_bases, cies, off, svma, row),
             _ => fast::Fast::NotCovered,
         }
     }
@@ -591,8 +598,9 @@ impl<'d> DwarfUnwinder<'d> {
             Ok(s) => &mut s.fast_cies,
             Err(_) => &mut fresh,
         };
-        match self.fast_row_with(cies, svma) {
-            fast::Fast::Row(row, ..) => RowLookup::Row(row),
+        let mut row = CompactRow::EMPTY;
+        match self.fast_row_with(cies, svma, &mut row) {
+            fast::Fast::Row(..) => RowLookup::Row(row),
             fast::Fast::NotCovered => RowLookup::NotCovered,
             fast::Fast::Decline => RowLookup::Declined,
         }
