@@ -7,6 +7,9 @@
 //!
 //! Lines: `xunwind` is `StackWalker::walk` (default options; returns every frame's full
 //! register set) over `PeUnwinder`s, whose compiled rules are warm after the first walk;
+//! `xunwind_cached` is `StackWalker::walk_cached` with one `WalkCache` kept across iterations
+//! (the same frames, full register sets included); `xunwind_pcs` is `pcs_cached` with the same
+//! cache (only the pcs, a profiler's sample: framehop's output);
 //! `framehop` calls `unwind_frame` frame by frame with one `CacheX86_64` kept across
 //! iterations (warm), collecting the pcs into a `Vec`; `xunwind_steps` steps each module's
 //! `FrameWalker` directly and collects only the pcs, the same work framehop's line does.
@@ -25,7 +28,7 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, ModuleSectionInfo, Unwinder};
 use std::ops::Range;
 use xunwind::core::{PcKind, Reg, SliceMemory};
-use xunwind::{AddressSpace, StackWalker};
+use xunwind::{AddressSpace, StackWalker, WalkCache};
 use xunwind_benches::stacks::{
     build_stack, call_sites, pe_space, place, read_dlls, wine_dll_dir, LoadedPe, PeStack,
     SITES_PER_MODULE, STACK_BASE,
@@ -196,6 +199,12 @@ fn bench(c: &mut Criterion) {
         let pcs: Vec<u64> = ours.frames.iter().map(|f| f.pc).collect();
         assert_eq!(pcs, s.pcs, "xunwind disagrees with a checked stack");
         assert_eq!(xunwind_steps(&space, &s, &s.memory()), s.pcs);
+        let mut c = WalkCache::new();
+        for _ in 0..2 {
+            let mut pcs = Vec::new();
+            StackWalker::default().pcs_cached(&space, &s.regs, &s.memory(), &mut c, &mut pcs);
+            assert_eq!(pcs, s.pcs, "the cached walk disagrees");
+        }
         let fh = framehop_walk(&unwinder, &mut cache, &s);
         let fh = fh.strip_suffix(&[0]).unwrap_or(&fh);
         match fh.iter().zip(&s.pcs).position(|(a, b)| a != b) {
@@ -227,6 +236,37 @@ fn bench(c: &mut Criterion) {
                 let k = i % n;
                 i = i.wrapping_add(1);
                 black_box(walker.walk(&space, black_box(&set[k].regs), &mems[k]))
+            })
+        });
+        let mut i = 0usize;
+        let mut wcache = WalkCache::new();
+        g.bench_function("xunwind_cached", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(walker.walk_cached(
+                    &space,
+                    black_box(&set[k].regs),
+                    &mems[k],
+                    &mut wcache,
+                ))
+            })
+        });
+        let mut i = 0usize;
+        let mut pcs = Vec::with_capacity(2 * FRAMES);
+        g.bench_function("xunwind_pcs", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                pcs.clear();
+                let stop = walker.pcs_cached(
+                    &space,
+                    black_box(&set[k].regs),
+                    &mems[k],
+                    &mut wcache,
+                    &mut pcs,
+                );
+                black_box((stop, pcs.len()))
             })
         });
         let mut i = 0usize;

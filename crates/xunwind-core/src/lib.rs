@@ -9,11 +9,13 @@
 mod memory;
 mod range;
 mod regs;
+mod rule;
 mod walker;
 
 pub use memory::{MemoryError, MemoryReader, Region, RegionMemory, SliceMemory};
 pub use range::{RangeKey, RangeTable, RangeTableError};
 pub use regs::{Reg, Regs, REG_NAMES};
+pub use rule::{unwind_by_rule, CompactRule, RULE_SAVES};
 pub use walker::{
     ContextPointers, FrameWalker, Handler, PcKind, Step, StepInfo, Trust, UnwindError,
 };

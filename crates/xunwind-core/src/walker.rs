@@ -286,6 +286,14 @@ pub trait FrameWalker {
         pointers: Option<&mut ContextPointers>,
     ) -> Result<StepInfo, UnwindError>;
 
+    /// The rule at `pc` as a [`crate::CompactRule`], when it reduces to one, for caches keyed by
+    /// pc; `None` (the default) when it does not or the walker does not say. Applying the rule
+    /// must give what [`FrameWalker::unwind`] gives at that pc whenever its reads succeed.
+    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<crate::CompactRule> {
+        let _ = (pc, pc_kind);
+        None
+    }
+
     /// Unwinds the frame whose registers are `regs`; `pc_kind` says how to look up its pc.
     fn step(
         &self,
@@ -319,5 +327,9 @@ impl<W: FrameWalker + ?Sized> FrameWalker for &W {
         mem: &dyn MemoryReader,
     ) -> Result<Step, UnwindError> {
         (**self).step(regs, pc_kind, mem)
+    }
+
+    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<crate::CompactRule> {
+        (**self).rule(pc, pc_kind)
     }
 }

@@ -20,7 +20,9 @@ use crate::{
     virtual_unwind, Compat, EpilogFrameRule, PeImage, RuntimeFunction, UnwindOp, UnwindOptions,
     VirtualUnwind, MAX_CHAIN_DEPTH, UNW_FLAG_CHAININFO, UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
 };
-use xunwind_core::{ContextPointers, MemoryReader, Reg, Regs, UnwindError};
+use xunwind_core::{
+    CompactRule, ContextPointers, Handler, MemoryReader, Reg, Regs, Trust, UnwindError,
+};
 
 /// Functions up to this many bytes have their epilog pcs found when compiled (each byte is a
 /// candidate pc); in longer ones the grammar runs at unwind time, behind the fast filter.
@@ -603,6 +605,85 @@ impl CompiledFunction {
         }
         self.handler_into(pc_rva, handler_type, &mut out);
         Ok(out)
+    }
+
+    /// The rule at `pc` as a [`CompactRule`] with handler RVAs relative to `base`, when
+    /// [`CompiledFunction::unwind`] there is one: past the prolog, in a body program or in a
+    /// recognised version 1 epilog, with the establisher frame expressible from the CFA.
+    /// Prologs, version 2, xmm saves, machine frames and chains give `None`.
+    pub fn rule(
+        &self,
+        base: u64,
+        pc: u64,
+        handler_type: u8,
+        opts: &UnwindOptions,
+    ) -> Option<CompactRule> {
+        if opts.compat != Compat::Windows || self.v2 {
+            return None;
+        }
+        let pc_rva = pc.wrapping_sub(base) as u32;
+        let offset = pc_rva.wrapping_sub(self.function.begin);
+        if offset < self.prolog_size as u32 {
+            return None;
+        }
+        let rsp = Regs::bit(Reg::Rsp);
+        if self.has_codes {
+            if offset >= self.scanned_end {
+                return None;
+            }
+            if let Some(ep) = self.epilog_at(offset) {
+                // Without a frame register the establisher frame is rsp as the epilog starts,
+                // which the CFA fixes only when the adjustment is relative to rsp too.
+                if self.frame_reg.is_some() || ep.adjust == 2 {
+                    return None;
+                }
+                let adjust = if ep.adjust == 1 { ep.imm as i64 } else { 0 };
+                let n = ep.pop_count as i64;
+                let cfa_off = adjust + 8 * n + 8;
+                let mut rule = CompactRule::new(Reg::Rsp, cfa_off, -8, Trust::Pdata)
+                    .with_frame(-cfa_off)
+                    .with_keep(!crate::walker::VOLATILE);
+                for i in 0..ep.pop_count as u32 {
+                    let r = Reg::from_number((ep.pops >> (4 * i)) as u8);
+                    rule = rule.save(r, adjust + 8 * i as i64 - cfa_off)?;
+                }
+                return Some(rule);
+            }
+        }
+        let body = self.body?;
+        // base = reg - fp_off; frame_base = reg - frame_off: both from one register, or the
+        // rule cannot hold them.
+        let (reg, fp_off, frame_off) = match (body.fp, self.frame_reg) {
+            (None, None) => (Reg::Rsp, 0i64, 0i64),
+            (Some((fr, off)), Some(f)) if fr == f => {
+                (fr, off as i64, self.frame_offset as i64 * 16)
+            }
+            _ => return None,
+        };
+        let ret = i64::try_from(body.ret).ok()?;
+        // CFA = base + ret + 8.
+        let cfa_off = ret.checked_sub(fp_off)?.checked_add(8)?;
+        let to_cfa = ret.checked_add(8)?;
+        let mut rule = CompactRule::new(reg, cfa_off, -8, Trust::Pdata)
+            .with_required(rsp)
+            .with_frame(fp_off - frame_off - to_cfa)
+            .with_keep(!crate::walker::VOLATILE);
+        for l in &self.code[self.n_ops as usize..self.epi_start as usize] {
+            let r = Reg::from_number(l.reg);
+            let from_base = if l.kind == Kind::Push {
+                l.imm as i64
+            } else {
+                l.imm as i64 + fp_off - frame_off
+            };
+            rule = rule.save(r, from_base - to_cfa)?;
+        }
+        let mut out = VirtualUnwind::default();
+        self.handler_into(pc_rva, handler_type, &mut out);
+        Some(rule.with_handler(out.handler.map(|(h, d)| Handler {
+            address: base.wrapping_add(h as u64),
+            data: base.wrapping_add(d as u64),
+            flags: out.handler_flags,
+        })))
     }
 
     /// The primary entry's handler, when asked for and past its prolog.

@@ -7,8 +7,8 @@ use crate::{
 };
 use std::sync::OnceLock;
 use xunwind_core::{
-    ContextPointers, FrameWalker, Handler, MemoryReader, PcKind, Reg, Regs, StepInfo, Trust,
-    UnwindError,
+    CompactRule, ContextPointers, FrameWalker, Handler, MemoryReader, PcKind, Reg, Regs, StepInfo,
+    Trust, UnwindError,
 };
 
 /// A PE image loaded at `base`, unwound with its `.pdata`/`.xdata`.
@@ -160,7 +160,7 @@ impl<'a> PeUnwinder<'a> {
 }
 
 /// Registers the Windows x64 ABI lets a call destroy: rax, rcx, rdx, r8-r11 and xmm0-5.
-const VOLATILE: u64 = Regs::bit(Reg::Rax)
+pub(crate) const VOLATILE: u64 = Regs::bit(Reg::Rax)
     | Regs::bit(Reg::Rcx)
     | Regs::bit(Reg::Rdx)
     | Regs::bit(Reg::R8)
@@ -175,6 +175,27 @@ const VOLATILE: u64 = Regs::bit(Reg::Rax)
     | Regs::xmm_bit(5);
 
 impl FrameWalker for PeUnwinder<'_> {
+    /// Bodies and version 1 epilogs of compiled functions, and leaves (no entry).
+    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<CompactRule> {
+        let lookup = pc_kind.lookup_address(pc);
+        let slot = u32::try_from(lookup.wrapping_sub(self.base))
+            .ok()
+            .and_then(|rva| self.slot(rva));
+        match slot {
+            // The leaf rule: the return address is at rsp.
+            None | Some(Slot::NoEntry) => {
+                Some(CompactRule::new(Reg::Rsp, 8, -8, Trust::Pdata).with_frame(-8))
+            }
+            Some(Slot::Compiled(c)) => c.rule(
+                self.base,
+                pc,
+                UNW_FLAG_EHANDLER | UNW_FLAG_UHANDLER,
+                &self.options,
+            ),
+            Some(Slot::Reference(_)) => None,
+        }
+    }
+
     /// Looks the pc up (at `pc - 1` for return addresses, so a call ending a function still
     /// finds it), then runs `RtlVirtualUnwind` at the pc itself, as Windows does; without an
     /// entry, the leaf rule.

@@ -9,7 +9,9 @@
 //! so and passes, unless `XUNWIND_REQUIRE_CORPUS` is set.
 
 use std::path::{Path, PathBuf};
-use xunwind_core::{ContextPointers, MemoryReader, Reg, Regs, SliceMemory};
+use xunwind_core::{
+    unwind_by_rule, ContextPointers, FrameWalker, MemoryReader, PcKind, Reg, Regs, SliceMemory,
+};
 use xunwind_pe::{
     match_epilog, may_start_epilog, probe_points, virtual_unwind, CompiledFunction,
     EpilogFrameRule, PeImage, PeUnwinder, UnwindOptions, UNW_FLAG_EHANDLER, UNW_FLAG_UHANDLER,
@@ -89,6 +91,9 @@ struct Counts {
     reference_fns: usize,
     epilogs: usize,
     errors: usize,
+    /// FrameWalker comparisons where the walker had a compact rule, and of those in epilogs.
+    rules: usize,
+    rule_epilogs: usize,
 }
 
 /// Both paths at `pc_rva`, every handler kind and both epilog frame rules.
@@ -156,6 +161,54 @@ fn compare(
                 }
                 Err(_) if ty == 0 && rule == EpilogFrameRule::FrameRegister => counts.errors += 1,
                 _ => {}
+            }
+        }
+    }
+    // The compact rule (what a pc-keyed cache applies) against the walker's own unwind: the
+    // same registers, pointers and step, also with a register the unwind needs missing.
+    let kind = if lookup_rva == pc_rva {
+        Some(PcKind::Exact)
+    } else if lookup_rva.wrapping_add(1) == pc_rva {
+        Some(PcKind::ReturnAddress)
+    } else {
+        None
+    };
+    for (unwinder, kind) in unwinders
+        .iter()
+        .zip([kind; 2])
+        .filter_map(|(u, k)| Some((u, k?)))
+    {
+        let rule = unwinder.rule(pc, kind);
+        let in_epilog = matches!(
+            unwinder.virtual_unwind(lookup_pc, pc, &mut initial(pc), None, 0, mem),
+            Ok(Some(o)) if o.in_epilog
+        );
+        if rule.is_some() {
+            counts.rules += 1;
+            counts.rule_epilogs += in_epilog as usize;
+        }
+        for missing in [None, Some(Reg::Rsp), Some(Reg::Rbp), Some(Reg::Rbx)] {
+            let mut start = initial(pc);
+            if let Some(m) = missing {
+                start.invalidate(m);
+            }
+            let (mut r1, mut p1) = (start.clone(), ContextPointers::new());
+            let want = unwinder.unwind(&mut r1, kind, mem, Some(&mut p1));
+            let (mut r2, mut p2) = (start.clone(), ContextPointers::new());
+            let got = unwind_by_rule(unwinder, &mut r2, kind, mem, Some(&mut p2));
+            let at = format!("pc {pc_rva:#x} {kind:?} without {missing:?}, rule {rule:?}");
+            assert_eq!(got, want, "{at}: step");
+            if want.is_ok() {
+                assert_eq!((r2, p2), (r1, p1), "{at}: registers and pointers");
+            }
+            // Applied directly, a rule gives the unwind's answer or declines.
+            if let Some(rule) = rule {
+                let mut r3 = start.clone();
+                if let Some(info) = rule.apply(&mut r3, mem, None) {
+                    let mut r4 = start.clone();
+                    assert_eq!(Ok(info), unwinder.unwind(&mut r4, kind, mem, None), "{at}");
+                    assert_eq!(r3, r4, "{at}: registers (rule applied directly)");
+                }
             }
         }
     }
@@ -239,11 +292,14 @@ fn cached_path_equals_reference_on_corpus() {
         total.pcs += counts.pcs;
         total.compiled_fns += counts.compiled_fns;
         total.epilogs += counts.epilogs;
+        total.rules += counts.rules;
+        total.rule_epilogs += counts.rule_epilogs;
     }
     eprintln!(
-        "total: {} pcs, {} compiled functions, {} epilog pcs",
-        total.pcs, total.compiled_fns, total.epilogs
+        "total: {} pcs, {} compiled functions, {} epilog pcs; compact rules at {} walker probes ({} in epilogs)",
+        total.pcs, total.compiled_fns, total.epilogs, total.rules, total.rule_epilogs
     );
-    // The comparison must have exercised the fast path, epilogs included.
+    // The comparison must have exercised the fast path, epilogs included, and compact rules.
     assert!(total.compiled_fns > 0 && total.epilogs > 0);
+    assert!(total.rules > 0 && total.rule_epilogs > 0);
 }

@@ -31,7 +31,7 @@ pub use target::{
     CodeView, ExceptionRecord, LoadOptions, Location, ModuleImage, PeRecord, Platform, Symbol,
     Symbolize, Symbols, Target, TargetError, Thread,
 };
-pub use walk::{Frame, StackWalker, StopReason, Walk};
+pub use walk::{Frame, StackWalker, StopReason, Walk, WalkCache};
 pub use xunwind_core::{
     FrameWalker, MemoryError, MemoryReader, PcKind, RangeTable, Reg, Regs, SliceMemory, Step,
     Trust, UnwindError,

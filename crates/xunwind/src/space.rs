@@ -1,6 +1,9 @@
 //! The module map: which unwinder owns an address.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 use xunwind_core::{FrameWalker, RangeTable, RangeTableError};
 
 /// A loaded module: its address range, how to unwind it, and its executable ranges.
@@ -36,7 +39,7 @@ impl Module<'_> {
 
 /// Identifies a module in an [`AddressSpace`]; stays valid until the module is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ModuleId(usize);
+pub struct ModuleId(pub(crate) usize);
 
 /// The modules of a process or kernel, searchable by address.
 ///
@@ -77,7 +80,9 @@ impl<'a> AddressSpace<'a> {
         let index = RangeTable::new(order.iter().map(|&i| range(i)))?;
         self.order = order;
         self.index = index;
-        self.generation += 1;
+        // Unique across all spaces, so a cache filled from one space is never taken for
+        // another's.
+        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -167,7 +172,8 @@ impl<'a> AddressSpace<'a> {
             .is_some_and(|(_, m)| m.is_executable(addr))
     }
 
-    /// Bumped on every change, so caches keyed by address can be invalidated.
+    /// Changes on every change of the module map, and differs between spaces (0 only for a
+    /// space that never held a module), so caches keyed by address can be invalidated.
     pub fn generation(&self) -> u64 {
         self.generation
     }

@@ -1,7 +1,8 @@
 //! Whole-stack walks: unwind info first, then the frame pointer, then a scan.
 
 use crate::space::{AddressSpace, Module, ModuleId};
-use xunwind_core::{MemoryError, MemoryReader, PcKind, Reg, Regs, Trust, UnwindError};
+use core::fmt;
+use xunwind_core::{CompactRule, MemoryError, MemoryReader, PcKind, Reg, Regs, Trust, UnwindError};
 
 /// Why a walk ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,73 +89,303 @@ impl Default for StackWalker {
     }
 }
 
+/// Compact rules of recently walked pcs, for walks that repeat (profilers, debuggers stepping):
+/// a hit skips the module lookup and the unwind-table lookups, and applies the rule in place.
+///
+/// Direct-mapped, keyed by pc and how it is looked up; filled from [`FrameWalker::rule`] and
+/// emptied when used with another [`AddressSpace`] or after the space changed. Results are the
+/// same as [`StackWalker::walk`]'s (a rule whose reads fail defers to the module's unwinder).
+///
+/// [`FrameWalker::rule`]: xunwind_core::FrameWalker::rule
+#[derive(Clone)]
+pub struct WalkCache {
+    generation: u64,
+    shift: u32,
+    entries: Box<[Entry]>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    /// pc, with bit 0 of `flags` saying "exact" and bit 1 "live".
+    pc: u64,
+    flags: u8,
+    module: usize,
+    rule: Option<CompactRule>,
+}
+
+const EMPTY: Entry = Entry {
+    pc: 0,
+    flags: 0,
+    module: 0,
+    rule: None,
+};
+
+impl Default for WalkCache {
+    fn default() -> Self {
+        Self::with_capacity(1024)
+    }
+}
+
+impl fmt::Debug for WalkCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WalkCache")
+            .field("slots", &self.entries.len())
+            .field("live", &self.len())
+            .finish()
+    }
+}
+
+impl WalkCache {
+    /// A cache of 1024 pcs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A cache of at least `slots` pcs (rounded up to a power of two, at most 2^20).
+    pub fn with_capacity(slots: usize) -> Self {
+        let n = slots.clamp(1, 1 << 20).next_power_of_two();
+        WalkCache {
+            generation: 0,
+            shift: 64 - n.trailing_zeros(),
+            entries: vec![EMPTY; n].into_boxed_slice(),
+        }
+    }
+
+    /// Number of pcs held.
+    pub fn len(&self) -> usize {
+        self.entries.iter().filter(|e| e.flags & LIVE != 0).count()
+    }
+
+    /// Whether no pc is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every pc.
+    pub fn clear(&mut self) {
+        self.entries.fill(EMPTY);
+    }
+
+    #[inline]
+    fn slot(&self, pc: u64) -> usize {
+        // A 1-slot cache has shift 64, which `>>` would reject.
+        (pc.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .checked_shr(self.shift)
+            .unwrap_or(0) as usize
+    }
+}
+
+const EXACT: u8 = 1;
+const LIVE: u8 = 2;
+
+/// Where a frame's module and rule come from: the cache when there is one, else the space.
+struct Lookup<'c> {
+    cache: Option<&'c mut WalkCache>,
+}
+
+impl Lookup<'_> {
+    /// The module owning `pc` (looked up as `kind` says) and the cache slot holding its rule.
+    #[inline]
+    fn find(
+        &mut self,
+        space: &AddressSpace<'_>,
+        pc: u64,
+        kind: PcKind,
+    ) -> (Option<ModuleId>, Option<usize>) {
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return (
+                space.module_at(kind.lookup_address(pc)).map(|(id, _)| id),
+                None,
+            );
+        };
+        let flags = LIVE | if kind == PcKind::Exact { EXACT } else { 0 };
+        let i = cache.slot(pc);
+        let e = &cache.entries[i];
+        if e.pc == pc && e.flags == flags {
+            return (Some(ModuleId(e.module)), Some(i));
+        }
+        let Some((id, m)) = space.module_at(kind.lookup_address(pc)) else {
+            return (None, None);
+        };
+        cache.entries[i] = Entry {
+            pc,
+            flags,
+            module: id.0,
+            rule: m.walker.rule(pc, kind),
+        };
+        (Some(id), Some(i))
+    }
+
+    #[inline]
+    fn rule(&self, slot: Option<usize>) -> Option<&CompactRule> {
+        self.cache.as_deref()?.entries.get(slot?)?.rule.as_ref()
+    }
+}
+
+/// Receives a walk's frames.
+trait Sink {
+    fn push(&mut self, pc: u64, sp: u64, trust: Trust, module: Option<ModuleId>, regs: &Regs);
+    fn len(&self) -> usize;
+    /// The last frame's registers, if the sink keeps them.
+    fn last_regs(&self) -> Option<&Regs>;
+}
+
+impl Sink for Vec<Frame> {
+    #[inline]
+    fn push(&mut self, pc: u64, sp: u64, trust: Trust, module: Option<ModuleId>, regs: &Regs) {
+        Vec::push(
+            self,
+            Frame {
+                pc,
+                sp,
+                trust,
+                module,
+                regs: regs.clone(),
+            },
+        );
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn last_regs(&self) -> Option<&Regs> {
+        self.last().map(|f| &f.regs)
+    }
+}
+
+/// Only the pcs, for profilers.
+struct Pcs<'v>(&'v mut Vec<u64>, usize);
+
+impl Sink for Pcs<'_> {
+    #[inline]
+    fn push(&mut self, pc: u64, _: u64, _: Trust, _: Option<ModuleId>, _: &Regs) {
+        self.0.push(pc);
+        self.1 += 1;
+    }
+    fn len(&self) -> usize {
+        self.1
+    }
+    fn last_regs(&self) -> Option<&Regs> {
+        None
+    }
+}
+
 impl StackWalker {
     /// Walks the stack whose innermost frame has registers `regs`.
     pub fn walk(&self, space: &AddressSpace<'_>, regs: &Regs, mem: &dyn MemoryReader) -> Walk {
         let mut frames = Vec::new();
-        let (Some(pc), Some(sp)) = (regs.rip(), regs.rsp()) else {
-            return Walk {
-                frames,
-                stop: StopReason::MissingRegisters,
-            };
+        let stop = self.run(space, regs, mem, Lookup { cache: None }, &mut frames);
+        Walk { frames, stop }
+    }
+
+    /// [`StackWalker::walk`] through `cache`: the same frames and stop reason, faster when the
+    /// walk passes pcs the cache has seen.
+    pub fn walk_cached(
+        &self,
+        space: &AddressSpace<'_>,
+        regs: &Regs,
+        mem: &dyn MemoryReader,
+        cache: &mut WalkCache,
+    ) -> Walk {
+        let mut frames = Vec::new();
+        let stop = self.run(space, regs, mem, Self::lookup(space, cache), &mut frames);
+        Walk { frames, stop }
+    }
+
+    /// The pcs of [`StackWalker::walk_cached`]'s frames, appended to `pcs` (a profiler's
+    /// sample: no register sets are kept), and why the walk stopped.
+    pub fn pcs_cached(
+        &self,
+        space: &AddressSpace<'_>,
+        regs: &Regs,
+        mem: &dyn MemoryReader,
+        cache: &mut WalkCache,
+        pcs: &mut Vec<u64>,
+    ) -> StopReason {
+        self.run(
+            space,
+            regs,
+            mem,
+            Self::lookup(space, cache),
+            &mut Pcs(pcs, 0),
+        )
+    }
+
+    fn lookup<'c>(space: &AddressSpace<'_>, cache: &'c mut WalkCache) -> Lookup<'c> {
+        if cache.generation != space.generation() {
+            cache.clear();
+            cache.generation = space.generation();
+        }
+        Lookup { cache: Some(cache) }
+    }
+
+    fn run<S: Sink>(
+        &self,
+        space: &AddressSpace<'_>,
+        regs: &Regs,
+        mem: &dyn MemoryReader,
+        mut lookup: Lookup<'_>,
+        sink: &mut S,
+    ) -> StopReason {
+        let (Some(mut pc), Some(mut sp)) = (regs.rip(), regs.rsp()) else {
+            return StopReason::MissingRegisters;
         };
         // The module owning each frame's pc is found once: it names the frame and unwinds it.
-        let mut module = space.module_at(pc).map(|(id, _)| id);
-        frames.push(Frame {
-            pc,
-            sp,
-            trust: Trust::Context,
-            module,
-            regs: regs.clone(),
-        });
-        // `cur` is unwound in place; the frame just pushed keeps the registers a fallback
-        // needs when the unwind fails half-way.
+        let (mut module, mut slot) = lookup.find(space, pc, PcKind::Exact);
+        sink.push(pc, sp, Trust::Context, module, regs);
+        // `cur` is unwound in place; a failed unwind falls back from the frame's registers as
+        // the sink kept them, or from a copy taken before the unwind when it keeps none.
         let mut cur = regs.clone();
         let mut kind = PcKind::Exact;
-        let stop = loop {
-            if frames.len() >= self.max_frames {
-                break StopReason::FrameLimit;
+        loop {
+            if sink.len() >= self.max_frames {
+                return StopReason::FrameLimit;
             }
-            let last = frames.last().expect("frame 0 was pushed");
-            let (pc, sp) = (last.pc, last.sp);
-            let owner = module.and_then(|id| space.module(id));
-            let (next_kind, trust) = match self.step(space, owner, &mut cur, &last.regs, kind, mem)
-            {
-                Ok(s) => s,
-                Err(stop) => break stop,
+            let fast = match lookup.rule(slot) {
+                Some(rule) => rule
+                    .apply(&mut cur, mem, None)
+                    .map(|i| (i.caller_pc, i.trust)),
+                None => None,
+            };
+            let (next_kind, trust) = match fast {
+                Some(s) => s,
+                None => {
+                    let owner = module.and_then(|id| space.module(id));
+                    let r = match sink.last_regs() {
+                        Some(last) => self.step(space, owner, &mut cur, last, kind, mem),
+                        None => {
+                            let last = cur.clone();
+                            self.step(space, owner, &mut cur, &last, kind, mem)
+                        }
+                    };
+                    match r {
+                        Ok(s) => s,
+                        Err(stop) => return stop,
+                    }
+                }
             };
             let Some(nsp) = cur.rsp() else {
-                break StopReason::MissingRegisters;
+                return StopReason::MissingRegisters;
             };
             // Unwind info that leaves the caller's pc undefined marks the outermost frame
             // (DWARF's undefined return-address column, as in glibc's _start).
             let Some(npc) = cur.rip() else {
-                break StopReason::EndOfStack;
+                return StopReason::EndOfStack;
             };
             if npc == 0 {
-                break StopReason::EndOfStack;
+                return StopReason::EndOfStack;
             }
-            module = space
-                .module_at(next_kind.lookup_address(npc))
-                .map(|(id, _)| id);
+            (module, slot) = lookup.find(space, npc, next_kind);
             if module.is_none() && mem.read(npc, &mut [0u8]).is_err() {
-                break StopReason::UnmappedReturnAddress(npc);
+                return StopReason::UnmappedReturnAddress(npc);
             }
             // The stack grows down, so callers live higher; equal or lower means a loop,
             // except across a trap frame, which may switch stacks.
             if nsp <= sp && !(next_kind == PcKind::Exact && npc != pc) {
-                break StopReason::StackNotIncreasing;
+                return StopReason::StackNotIncreasing;
             }
-            frames.push(Frame {
-                pc: npc,
-                sp: nsp,
-                trust,
-                module,
-                regs: cur.clone(),
-            });
-            kind = next_kind;
-        };
-        Walk { frames, stop }
+            sink.push(npc, nsp, trust, module, &cur);
+            (pc, sp, kind) = (npc, nsp, next_kind);
+        }
     }
 
     /// Unwinds `cur` (whose registers are also `regs`, kept intact) into its caller's.

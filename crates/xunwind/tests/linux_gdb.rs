@@ -6,6 +6,7 @@
 //! Needs gcc, g++ and gdb. Without them the tests skip with a message, unless
 //! XUNWIND_REQUIRE_CORPUS is set, when they fail.
 
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use xunwind::{LoadOptions, StackWalker, StopReason, Target, Trust};
@@ -152,7 +153,12 @@ fn compare_thread(
         None => target.default_thread().unwrap(),
     };
     let space = target.address_space();
-    let walk = StackWalker::default().walk(&space, &thread.regs, &target.memory);
+    let walk = common::walk_all_ways(
+        &StackWalker::default(),
+        &space,
+        &thread.regs,
+        &target.memory,
+    );
     let ours: Vec<u64> = walk.frames.iter().map(|f| f.pc).collect();
     let report = || {
         let mut s = format!("{label}: stop {:?}\n  gdb / ours:\n", walk.stop);

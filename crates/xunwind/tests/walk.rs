@@ -1,5 +1,6 @@
 //! Whole-stack walks over a synthetic PE module and stack.
 
+mod common;
 use xunwind::pe::{PeImage, PeUnwinder};
 use xunwind::{AddressSpace, Module, Reg, Regs, SliceMemory, StackWalker, StopReason, Trust};
 
@@ -58,7 +59,7 @@ fn pdata_frames_then_leaf_then_end() {
     let mem = SliceMemory::new(STACK, &st);
     let mut regs = Regs::with_gprs(BASE + 0x1010, [0; 16]);
     regs.set(Reg::Rsp, STACK);
-    let walk = StackWalker::default().walk(&sp, &regs, &mem);
+    let walk = common::walk_all_ways(&StackWalker::default(), &sp, &regs, &mem);
     let pcs: Vec<u64> = walk.frames.iter().map(|f| f.pc).collect();
     assert_eq!(pcs, [BASE + 0x1010, BASE + 0x1120, BASE + 0x1250]);
     let sps: Vec<u64> = walk.frames.iter().map(|f| f.sp).collect();
@@ -88,7 +89,7 @@ fn outside_modules_frame_pointer_then_scan() {
     let mut regs = Regs::with_gprs(0x9999_0000, [0; 16]);
     regs.set(Reg::Rsp, STACK + 0x10);
     regs.set(Reg::Rbp, STACK + 0x100);
-    let walk = StackWalker::default().walk(&sp, &regs, &mem);
+    let walk = common::walk_all_ways(&StackWalker::default(), &sp, &regs, &mem);
     assert_eq!(walk.frames[1].trust, Trust::FramePointer);
     assert_eq!(walk.frames[1].pc, BASE + 0x1030);
     assert_eq!(walk.frames[1].sp, STACK + 0x110);
@@ -102,7 +103,7 @@ fn outside_modules_frame_pointer_then_scan() {
     let mem = SliceMemory::new(STACK, &st);
     regs.set(Reg::Rbp, 0);
     regs.set(Reg::Rsp, STACK + 0x140);
-    let walk = StackWalker::default().walk(&sp, &regs, &mem);
+    let walk = common::walk_all_ways(&StackWalker::default(), &sp, &regs, &mem);
     assert_eq!(walk.frames[1].trust, Trust::Scan);
     assert_eq!(walk.frames[1].pc, BASE + 0x1111);
     assert_eq!(walk.frames[1].sp, STACK + 0x188);
@@ -110,7 +111,7 @@ fn outside_modules_frame_pointer_then_scan() {
         scan: false,
         ..StackWalker::default()
     };
-    let walk = no_scan.walk(&sp, &regs, &mem);
+    let walk = common::walk_all_ways(&no_scan, &sp, &regs, &mem);
     assert_eq!((walk.frames.len(), walk.stop), (1, StopReason::NoCaller));
 }
 
@@ -126,7 +127,7 @@ fn cyclic_and_truncated_stacks_stop_with_a_reason() {
     let mem = SliceMemory::new(STACK, &st);
     let mut regs = Regs::with_gprs(BASE + 0x1250, [0; 16]);
     regs.set(Reg::Rsp, STACK);
-    let walk = StackWalker::default().walk(&sp, &regs, &mem);
+    let walk = common::walk_all_ways(&StackWalker::default(), &sp, &regs, &mem);
     assert_eq!(walk.frames.len(), 0x41);
     assert!(
         matches!(walk.stop, StopReason::Unreadable(_)),
@@ -137,9 +138,12 @@ fn cyclic_and_truncated_stacks_stop_with_a_reason() {
         max_frames: 5,
         ..StackWalker::default()
     };
-    assert_eq!(limited.walk(&sp, &regs, &mem).stop, StopReason::FrameLimit);
+    assert_eq!(
+        common::walk_all_ways(&limited, &sp, &regs, &mem).stop,
+        StopReason::FrameLimit
+    );
     // Missing registers.
-    let walk = StackWalker::default().walk(&sp, &Regs::new(), &mem);
+    let walk = common::walk_all_ways(&StackWalker::default(), &sp, &Regs::new(), &mem);
     assert_eq!(walk.stop, StopReason::MissingRegisters);
 }
 
@@ -186,7 +190,7 @@ fn a_return_address_in_no_module_and_no_memory_ends_the_walk() {
     let mem = SliceMemory::new(STACK, &st);
     let mut regs = Regs::with_gprs(BASE + 0x1010, [0; 16]);
     regs.set(Reg::Rsp, STACK);
-    let walk = StackWalker::default().walk(&sp, &regs, &mem);
+    let walk = common::walk_all_ways(&StackWalker::default(), &sp, &regs, &mem);
     assert_eq!(walk.frames.len(), 2, "{:?}", walk.frames);
     assert_eq!(walk.stop, StopReason::UnmappedReturnAddress(0x4));
     assert_eq!(walk.stop.as_str(), "unmapped_return_address");
@@ -194,7 +198,7 @@ fn a_return_address_in_no_module_and_no_memory_ends_the_walk() {
     let mut st2 = st.clone();
     put(&mut st2, STACK + 0x58, STACK + 0x300);
     let mem2 = SliceMemory::new(STACK, &st2);
-    let walk = StackWalker::default().walk(&sp, &regs, &mem2);
+    let walk = common::walk_all_ways(&StackWalker::default(), &sp, &regs, &mem2);
     assert_eq!(walk.frames.get(2).map(|f| f.pc), Some(STACK + 0x300));
 }
 

@@ -11,6 +11,7 @@
 #[path = "windows_builder.rs"]
 mod builder;
 
+mod common;
 use builder::*;
 use std::path::{Path, PathBuf};
 use xunwind::{
@@ -164,7 +165,7 @@ fn walks_hand_built_stack_through_msvc_dll() {
 
     let th = t.threads.iter().find(|th| th.id == u64::from(TID)).unwrap();
     let space = t.address_space();
-    let walk = StackWalker::default().walk(&space, &th.regs, &t.memory);
+    let walk = common::walk_all_ways(&StackWalker::default(), &space, &th.regs, &t.memory);
     let got: Vec<(u64, u64, Trust)> = walk.frames.iter().map(|f| (f.pc, f.sp, f.trust)).collect();
     assert_eq!(
         got,
@@ -223,7 +224,12 @@ fn image_in_dump_memory_is_unwound_in_mapped_layout() {
     let t = open(bytes, &LoadOptions::default());
     assert!(t.modules[0].located.is_none());
     let space = t.address_space();
-    let walk = StackWalker::default().walk(&space, &t.threads[0].regs, &t.memory);
+    let walk = common::walk_all_ways(
+        &StackWalker::default(),
+        &space,
+        &t.threads[0].regs,
+        &t.memory,
+    );
     let pcs: Vec<u64> = walk.frames.iter().map(|f| f.pc).collect();
     assert_eq!(
         pcs,
@@ -261,7 +267,7 @@ fn module_file_must_match_the_dump_record() {
     // Without unwind data frame 1 is found only by scanning (touch's return address is code).
     let space = t.address_space();
     let th = t.threads.iter().find(|th| th.id == u64::from(TID)).unwrap();
-    let walk = StackWalker::default().walk(&space, &th.regs, &t.memory);
+    let walk = common::walk_all_ways(&StackWalker::default(), &space, &th.regs, &t.memory);
     assert_eq!(walk.frames[1].pc, BASE + 0x1117);
     assert_eq!(walk.frames[1].trust, Trust::Scan);
 }
@@ -518,7 +524,7 @@ fn every_truncation_and_byte_flip_opens_or_fails_cleanly() {
             let space = t.address_space();
             let symbols = t.symbols(&options);
             for th in &t.threads {
-                let w = walker.walk(&space, &th.regs, &t.memory);
+                let w = common::walk_all_ways(&walker, &space, &th.regs, &t.memory);
                 assert!(w.frames.len() <= 64);
                 for f in &w.frames {
                     let _ = symbols.lookup(f.pc);

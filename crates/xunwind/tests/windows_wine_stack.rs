@@ -24,6 +24,7 @@
 #[path = "windows_oracle.rs"]
 mod oracle;
 
+mod common;
 use xunwind::{LoadOptions, Reg, StackWalker, StopReason, Target, Trust};
 
 /// Checks one program in one mode; returns how many frames were compared.
@@ -68,7 +69,7 @@ fn check(kind: &str, exe: &str, mode: &str) -> Option<usize> {
     };
     let space = t.address_space();
     let symbols = t.symbols(&options);
-    let walk = StackWalker::default().walk(&space, &regs, &t.memory);
+    let walk = common::walk_all_ways(&StackWalker::default(), &space, &regs, &t.memory);
     let function = |i: usize, pc: u64| {
         let at = if i == 0 { pc } else { pc - 1 };
         let loc = symbols.lookup(at)?;
@@ -225,7 +226,7 @@ fn gnu_o2_thread_full_memory_without_module_files() {
     assert!(t.modules.iter().all(|m| m.located.is_none()));
     let thread = t.threads.iter().find(|th| th.id == rec.thread).unwrap();
     let space = t.address_space();
-    let walk = StackWalker::default().walk(&space, &thread.regs, &t.memory);
+    let walk = common::walk_all_ways(&StackWalker::default(), &space, &thread.regs, &t.memory);
     let symbols = t.symbols(&LoadOptions::default());
     let pcs: Vec<u64> = walk.frames.iter().map(|f| f.pc).collect();
     let start = pcs
