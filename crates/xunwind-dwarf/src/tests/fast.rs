@@ -177,3 +177,544 @@ fn fast_path_matches_gimli_on_system_libraries() {
         );
     }
 }
+
+/// A CIE and one FDE over [0x1000, 0x1100), assembled by hand.
+struct Cfi {
+    /// Augmentation string without the NUL.
+    aug: &'static [u8],
+    /// Augmentation data after the length (built from `aug` when `None`).
+    aug_data: Option<Vec<u8>>,
+    cie_insns: Vec<u8>,
+    /// FDE augmentation data (after its length) when the CIE has `z`.
+    fde_aug: Vec<u8>,
+    insns: Vec<u8>,
+}
+
+const FDE_START: u64 = 0x1000;
+
+impl Cfi {
+    fn new(cie_insns: &[u8], insns: &[u8]) -> Cfi {
+        Cfi {
+            aug: b"zR",
+            aug_data: None,
+            cie_insns: cie_insns.to_vec(),
+            fde_aug: Vec::new(),
+            insns: insns.to_vec(),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut eh = Vec::new();
+        let mut body = vec![0, 0, 0, 0, 1];
+        body.extend_from_slice(self.aug);
+        body.push(0);
+        body.extend_from_slice(&[1, 0x78, 16]); // caf 1, daf -8, RA 16
+        let pcrel = self.aug.contains(&b'R');
+        if self.aug.first() == Some(&b'z') {
+            let data = self.aug_data.clone().unwrap_or_else(|| vec![0x1b]);
+            body.push(data.len() as u8);
+            body.extend_from_slice(&data);
+        }
+        body.extend_from_slice(&self.cie_insns);
+        push_entry(&mut eh, body);
+        let at = eh.len();
+        let mut body = Vec::new();
+        body.extend_from_slice(&((at + 4) as u32).to_le_bytes());
+        if pcrel {
+            let field = EH_ADDR + at as u64 + 8;
+            body.extend_from_slice(&(FDE_START.wrapping_sub(field) as i32).to_le_bytes());
+            body.extend_from_slice(&0x100u32.to_le_bytes());
+        } else {
+            body.extend_from_slice(&FDE_START.to_le_bytes());
+            body.extend_from_slice(&0x100u64.to_le_bytes());
+        }
+        // gimli reads FDE augmentation data whenever the CIE has an augmentation string.
+        if !self.aug.is_empty() {
+            body.push(self.fde_aug.len() as u8);
+            body.extend_from_slice(&self.fde_aug);
+        }
+        body.extend_from_slice(&self.insns);
+        push_entry(&mut eh, body);
+        eh.extend_from_slice(&[0, 0, 0, 0]);
+        eh
+    }
+}
+
+/// `.eh_frame_hdr` for the one FDE of `Cfi::bytes`, so that the index holds it even when gimli
+/// cannot parse it.
+fn hdr_for(eh: &[u8]) -> Vec<u8> {
+    let fde_at = u32::from_le_bytes(eh[..4].try_into().unwrap()) as u64 + 4;
+    let mut hdr = vec![1, 0x1b, 0x03, 0x3b];
+    hdr.extend_from_slice(&((EH_ADDR - (HDR_ADDR + 4)) as i32).to_le_bytes());
+    hdr.extend_from_slice(&1u32.to_le_bytes());
+    hdr.extend_from_slice(&(FDE_START.wrapping_sub(HDR_ADDR) as i32).to_le_bytes());
+    hdr.extend_from_slice(&((EH_ADDR + fde_at).wrapping_sub(HDR_ADDR) as i32).to_le_bytes());
+    hdr
+}
+
+/// The fast row at `addr`, after checking it against gimli's (when the fast path takes it).
+fn fast_and_reference(eh: &[u8], addr: u64) -> RowLookup {
+    let hdr = hdr_for(eh);
+    let u = unwinder(eh, Some(&hdr));
+    let fast = u.fast_row(addr);
+    if let RowLookup::Row(_) = fast {
+        assert_eq!(u.reference_row(addr), Ok(fast), "{addr:#x}");
+    }
+    // Whatever the fast path says, a step gives exactly gimli's path's answer.
+    let mut reference = unwinder(eh, Some(&hdr));
+    reference.set_fast_path(false);
+    let regs = Regs::with_gprs(
+        BIAS + addr,
+        core::array::from_fn(|i| 0x7000_0000 + 0x100 * i as u64),
+    );
+    let mem = PatternMemory { hole: 0..0x1000 };
+    for with_pointers in [true, false] {
+        assert_eq!(
+            unwound(&u, &regs, &mem, with_pointers),
+            unwound(&reference, &regs, &mem, with_pointers),
+            "{addr:#x}"
+        );
+    }
+    fast
+}
+
+fn row(cfa: (u16, i64), rules: &[(u16, Rule)]) -> RowLookup {
+    RowLookup::Row(CompactRow::from_parts(cfa.0, cfa.1, false, rules.iter().copied()).unwrap())
+}
+
+const RA_RULE: (u16, Rule) = (16, Rule::Offset(-8));
+/// CIE initial instructions of every x86-64 compiler: CFA = rsp + 8, RA at CFA - 8.
+const CIE_X64: [u8; 5] = [DEF_CFA, 7, 8, OFFSET | 16, 1];
+
+/// Every opcode of the subset, each at an address before and after it takes effect, against
+/// a row written out by hand and against gimli.
+#[test]
+fn each_opcode_gives_the_expected_row() {
+    use Rule::*;
+    let rbp = 6u16;
+    type Case = (&'static str, Vec<u8>, Vec<(u64, RowLookup)>);
+    let cases: Vec<Case> = vec![
+        (
+            "advance_loc",
+            vec![ADVANCE | 4, DEF_CFA_OFFSET, 16],
+            vec![
+                (0x1003, row((7, 8), &[RA_RULE])),
+                (0x1004, row((7, 16), &[RA_RULE])),
+            ],
+        ),
+        (
+            "advance_loc1/2/4",
+            vec![
+                0x02,
+                0x10,
+                DEF_CFA_OFFSET,
+                16,
+                0x03,
+                0x10,
+                0,
+                DEF_CFA_OFFSET,
+                24,
+                0x04,
+                0x10,
+                0,
+                0,
+                0,
+                DEF_CFA_OFFSET,
+                32,
+            ],
+            vec![
+                (0x100f, row((7, 8), &[RA_RULE])),
+                (0x1010, row((7, 16), &[RA_RULE])),
+                (0x101f, row((7, 16), &[RA_RULE])),
+                (0x1020, row((7, 24), &[RA_RULE])),
+                (0x1030, row((7, 32), &[RA_RULE])),
+                (0x10ff, row((7, 32), &[RA_RULE])),
+            ],
+        ),
+        (
+            "def_cfa/def_cfa_register/def_cfa_offset",
+            vec![
+                ADVANCE | 1,
+                DEF_CFA,
+                6,
+                16,
+                ADVANCE | 1,
+                DEF_CFA_REGISTER,
+                3,
+                ADVANCE | 1,
+                DEF_CFA_OFFSET,
+                0x80,
+                0x01,
+            ],
+            vec![
+                (0x1001, row((6, 16), &[RA_RULE])),
+                (0x1002, row((3, 16), &[RA_RULE])),
+                (0x1003, row((3, 128), &[RA_RULE])),
+            ],
+        ),
+        (
+            "def_cfa_sf/def_cfa_offset_sf",
+            vec![ADVANCE | 1, 0x12, 6, 0x7e, ADVANCE | 1, 0x13, 0x7d],
+            vec![
+                (0x1001, row((6, 16), &[RA_RULE])),
+                (0x1002, row((6, 24), &[RA_RULE])),
+            ],
+        ),
+        (
+            "offset/offset_extended/offset_extended_sf",
+            vec![
+                ADVANCE | 1,
+                OFFSET | 6,
+                2,
+                0x05,
+                3,
+                3,
+                0x11,
+                12,
+                0x7c,
+                ADVANCE | 1,
+                0x11,
+                6,
+                0x7e,
+            ],
+            vec![
+                (
+                    0x1001,
+                    row(
+                        (7, 8),
+                        &[
+                            RA_RULE,
+                            (rbp, Offset(-16)),
+                            (3, Offset(-24)),
+                            (12, Offset(32)),
+                        ],
+                    ),
+                ),
+                (
+                    0x1002,
+                    row(
+                        (7, 8),
+                        &[
+                            RA_RULE,
+                            (rbp, Offset(16)),
+                            (3, Offset(-24)),
+                            (12, Offset(32)),
+                        ],
+                    ),
+                ),
+            ],
+        ),
+        (
+            "restore/restore_extended",
+            vec![
+                OFFSET | 6,
+                2,
+                OFFSET | 16,
+                3,
+                ADVANCE | 1,
+                0xc0 | 6,
+                ADVANCE | 1,
+                0x06,
+                16,
+            ],
+            vec![
+                (
+                    0x1000,
+                    row((7, 8), &[(16, Offset(-24)), (rbp, Offset(-16))]),
+                ),
+                // rbp had no initial rule: restoring it removes it (gimli swap-removes).
+                (0x1001, row((7, 8), &[(16, Offset(-24))])),
+                (0x1002, row((7, 8), &[RA_RULE])),
+            ],
+        ),
+        (
+            "same_value/undefined/register",
+            vec![
+                OFFSET | 3,
+                2,
+                OFFSET | 6,
+                3,
+                ADVANCE | 1,
+                SAME_VALUE,
+                3,
+                ADVANCE | 1,
+                UNDEFINED,
+                16,
+                ADVANCE | 1,
+                REGISTER,
+                6,
+                0,
+            ],
+            vec![
+                (
+                    0x1001,
+                    row((7, 8), &[RA_RULE, (3, SameValue), (rbp, Offset(-24))]),
+                ),
+                // Undefined swap-removes the return address: the last rule takes its place.
+                (0x1002, row((7, 8), &[(rbp, Offset(-24)), (3, SameValue)])),
+                (0x1003, row((7, 8), &[(rbp, Register(0)), (3, SameValue)])),
+            ],
+        ),
+        (
+            "remember/restore_state",
+            vec![
+                ADVANCE | 1,
+                DEF_CFA_OFFSET,
+                16,
+                OFFSET | 6,
+                2,
+                0x0a,
+                ADVANCE | 1,
+                DEF_CFA,
+                7,
+                8,
+                0xc0 | 6,
+                0x0a,
+                ADVANCE | 1,
+                DEF_CFA_OFFSET,
+                64,
+                ADVANCE | 1,
+                0x0b,
+                ADVANCE | 1,
+                0x0b,
+                ADVANCE | 1,
+            ],
+            vec![
+                (0x1001, row((7, 16), &[RA_RULE, (rbp, Offset(-16))])),
+                (0x1002, row((7, 8), &[RA_RULE])),
+                (0x1003, row((7, 64), &[RA_RULE])),
+                (0x1004, row((7, 8), &[RA_RULE])),
+                (0x1005, row((7, 16), &[RA_RULE, (rbp, Offset(-16))])),
+            ],
+        ),
+        (
+            "nop/GNU_args_size",
+            vec![
+                0x00,
+                ADVANCE | 1,
+                0x2e,
+                0x80,
+                0x01,
+                0x00,
+                DEF_CFA_OFFSET,
+                16,
+            ],
+            vec![
+                (0x1000, row((7, 8), &[RA_RULE])),
+                (0x1001, row((7, 16), &[RA_RULE])),
+            ],
+        ),
+    ];
+    let mut checked = 0;
+    for (name, insns, probes) in cases {
+        let eh = Cfi::new(&CIE_X64, &insns).bytes();
+        for (addr, want) in probes {
+            assert_eq!(fast_and_reference(&eh, addr), want, "{name} at {addr:#x}");
+            checked += 1;
+        }
+        // Outside the FDE: not covered.
+        assert_eq!(
+            unwinder(&eh, None).fast_row(0x1100),
+            RowLookup::NotCovered,
+            "{name}"
+        );
+    }
+    assert_eq!(checked, 28);
+}
+
+/// Programs outside the subset decline, and the step still gives gimli's answer.
+#[test]
+fn outside_the_subset_declines() {
+    let cases: Vec<(&str, Cfi)> = vec![
+        (
+            "def_cfa_expression",
+            Cfi::new(&CIE_X64, &[DEF_CFA_EXPRESSION, 2, 0x77, 8]),
+        ),
+        (
+            "expression",
+            Cfi::new(&CIE_X64, &[EXPRESSION, 6, 2, 0x70, 0]),
+        ),
+        ("val_offset", Cfi::new(&CIE_X64, &[VAL_OFFSET, 6, 2])),
+        (
+            "val_expression",
+            Cfi::new(&CIE_X64, &[VAL_EXPRESSION, 6, 2, 0x70, 0]),
+        ),
+        ("set_loc", Cfi::new(&CIE_X64, &[0x01, 0, 0, 0, 0])),
+        ("xmm register rule", Cfi::new(&CIE_X64, &[0x05, 17, 2])),
+        ("rsp rule", Cfi::new(&CIE_X64, &[SAME_VALUE, 7])),
+        ("register from xmm", Cfi::new(&CIE_X64, &[REGISTER, 3, 20])),
+        ("CFA in xmm", Cfi::new(&CIE_X64, &[DEF_CFA_REGISTER, 17])),
+        (
+            "GNU_negative_offset_extended",
+            Cfi::new(&CIE_X64, &[0x2f, 6, 2]),
+        ),
+        ("unknown opcode", Cfi::new(&CIE_X64, &[0x3f])),
+        (
+            "offset beyond 32 KiB",
+            Cfi::new(&CIE_X64, &[OFFSET | 6, 0x80, 0x80, 0x01]),
+        ),
+        (
+            "restore in CIE",
+            Cfi::new(&[DEF_CFA, 7, 8, OFFSET | 16, 1, 0xc6], &[]),
+        ),
+        (
+            "remember_state in CIE",
+            Cfi::new(&[DEF_CFA, 7, 8, OFFSET | 16, 1, 0x0a], &[]),
+        ),
+        (
+            "advance in CIE",
+            Cfi::new(&[DEF_CFA, 7, 8, ADVANCE | 1, OFFSET | 16, 1], &[]),
+        ),
+        (
+            "restore_state without remember",
+            Cfi::new(&CIE_X64, &[0x0b]),
+        ),
+        (
+            "three nested remember_state",
+            Cfi::new(&CIE_X64, &[0x0a, 0x0a, 0x0a, ADVANCE | 1]),
+        ),
+        (
+            "augmentation without z",
+            Cfi {
+                aug: b"S",
+                ..Cfi::new(&CIE_X64, &[])
+            },
+        ),
+        (
+            "unknown augmentation",
+            Cfi {
+                aug: b"zRX",
+                ..Cfi::new(&CIE_X64, &[])
+            },
+        ),
+        (
+            "aligned pointer encoding",
+            Cfi {
+                aug_data: Some(vec![0x53]),
+                ..Cfi::new(&CIE_X64, &[])
+            },
+        ),
+        (
+            "omitted LSDA encoding",
+            Cfi {
+                aug: b"zLR",
+                aug_data: Some(vec![0xff, 0x1b]),
+                fde_aug: vec![0; 4],
+                ..Cfi::new(&CIE_X64, &[])
+            },
+        ),
+    ];
+    for (name, cfi) in cases {
+        let eh = cfi.bytes();
+        assert_eq!(
+            fast_and_reference(&eh, FDE_START),
+            RowLookup::Declined,
+            "{name}"
+        );
+    }
+    // Two nested remember_state are followed.
+    let eh = Cfi::new(&CIE_X64, &[0x0a, 0x0a, ADVANCE | 1]).bytes();
+    assert_eq!(fast_and_reference(&eh, FDE_START), row((7, 8), &[RA_RULE]));
+}
+
+/// A program cut at every byte (its entry's length cut with it), and entries whose length
+/// runs past the section: the fast path declines or agrees with gimli, and never panics.
+#[test]
+fn truncated_programs_decline_or_agree() {
+    let insns = [
+        ADVANCE | 1,
+        DEF_CFA_OFFSET,
+        0x90,
+        0x01,
+        OFFSET | 6,
+        2,
+        0x03,
+        0x10,
+        0,
+        0x0a,
+        0x12,
+        6,
+        0x7e,
+        0x11,
+        12,
+        0x7c,
+        0x0b,
+        0x2e,
+        0x10,
+        REGISTER,
+        3,
+        0,
+    ];
+    let (mut rows, mut declined) = (0, 0);
+    for cut in 0..=insns.len() {
+        let eh = Cfi::new(&CIE_X64, &insns[..cut]).bytes();
+        for addr in [0x1000, 0x1001, 0x1011, 0x10ff] {
+            match fast_and_reference(&eh, addr) {
+                RowLookup::Row(_) => rows += 1,
+                RowLookup::Declined => declined += 1,
+                RowLookup::NotCovered => panic!("cut {cut} {addr:#x}"),
+            }
+        }
+        // The FDE entry's own bytes cut short: its length now runs past the section (the
+        // index then covers only its first byte: its range cannot be read).
+        let whole = Cfi::new(&CIE_X64, &insns).bytes();
+        let cie_len = u32::from_le_bytes(whole[..4].try_into().unwrap()) as usize + 4;
+        let short = &whole[..cie_len + 12 + cut];
+        assert_eq!(
+            fast_and_reference(short, FDE_START),
+            RowLookup::Declined,
+            "cut {cut}"
+        );
+    }
+    assert!(rows > 0 && declined > 0, "{rows} rows, {declined} declined");
+}
+
+/// The personality (indirect, through a GOT slot) and the LSDA (pcrel) are resolved as on
+/// gimli's path, cold and from the rule cache.
+#[test]
+fn personality_and_lsda_are_resolved() {
+    let got: u64 = 0x20_0000;
+    // Personality: indirect|pcrel|sdata4 (0x9b) to the GOT slot; LSDA: pcrel|sdata4 (0x1b).
+    let mut cfi = Cfi {
+        aug: b"zPLR",
+        fde_aug: Vec::new(),
+        ..Cfi::new(&CIE_X64, &[ADVANCE | 1, DEF_CFA_OFFSET, 16])
+    };
+    // The personality field sits at CIE offset 4 (length) + 4 (id) + 1 (version) + 5 ("zPLR\0")
+    // + 3 (caf, daf, RA) + 1 (aug length) + 1 (encoding) = 19.
+    let p_field = EH_ADDR + 19;
+    let mut data = vec![0x9b];
+    data.extend_from_slice(&(got.wrapping_sub(p_field) as i32).to_le_bytes());
+    data.extend_from_slice(&[0x1b, 0x1b]);
+    cfi.aug_data = Some(data);
+    // The LSDA field's address depends on the CIE's padded size: build once to find it.
+    let eh0 = {
+        cfi.fde_aug = vec![0; 4];
+        cfi.bytes()
+    };
+    let cie_size = u32::from_le_bytes(eh0[..4].try_into().unwrap()) as u64 + 4;
+    let lsda_field = EH_ADDR + cie_size + 4 + 4 + 4 + 4 + 1;
+    let lsda = 0x30_0000u64;
+    cfi.fde_aug = (lsda.wrapping_sub(lsda_field) as i32)
+        .to_le_bytes()
+        .to_vec();
+    let eh = cfi.bytes();
+    assert!(matches!(fast_and_reference(&eh, 0x1001), RowLookup::Row(_)));
+    let u = unwinder(&eh, None);
+    let regs = Regs::with_gprs(BIAS + 0x1001, [0x7000_0000; 16]);
+    let mem = PatternMemory { hole: 0..0x1000 };
+    let want_personality = mem.read_u64(BIAS + got).unwrap();
+    for _ in 0..2 {
+        let mut r = regs.clone();
+        let info = u.unwind(&mut r, PcKind::Exact, &mem, None).unwrap();
+        assert_eq!(
+            info.handler,
+            Some(Handler {
+                address: want_personality,
+                data: BIAS + lsda,
+                flags: 0
+            })
+        );
+    }
+    assert!(u.is_rule_cached(0x1001));
+}
