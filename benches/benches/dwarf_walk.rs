@@ -8,7 +8,9 @@
 //! walks differently are counted, printed and left out. Throughput is per frame.
 //!
 //! Lines: `xunwind` is `StackWalker::walk` (default options; returns every frame's full
-//! register set); `xunwind_steps` unwinds in place with each module's `FrameWalker::unwind`
+//! register set); `xunwind_cached` is `StackWalker::walk_cached` with one `WalkCache` kept
+//! across iterations (the same frames, full register sets included); `xunwind_pcs` is
+//! `pcs_cached` with the same cache (only the pcs, a profiler's sample: framehop's output); `xunwind_steps` unwinds in place with each module's `FrameWalker::unwind`
 //! (no context pointers) and collects only the pcs, the same work framehop's line does; `framehop` calls `unwind_frame` frame by frame
 //! with one `CacheX86_64` kept across iterations, collecting the pcs into a `Vec`.
 //! Groups: `one_stack` walks the same stack every time (every cache hot); `many_stacks` cycles
@@ -25,7 +27,7 @@ use framehop::{ExplicitModuleSectionInfo, FrameAddress, Unwinder};
 use std::path::PathBuf;
 use std::time::Instant;
 use xunwind::core::{PcKind, Reg, SliceMemory};
-use xunwind::{AddressSpace, StackWalker};
+use xunwind::{AddressSpace, StackWalker, WalkCache};
 use xunwind_benches::elf_stacks::{
     build_stack, call_sites, dwarf_space, place, read_shared_objects, system_lib_dir, LoadedElf,
     Stack, SITES_PER_MODULE, STACK_BASE,
@@ -164,6 +166,16 @@ fn bench(c: &mut Criterion) {
             let pcs: Vec<u64> = ours.frames.iter().map(|f| f.pc).collect();
             assert_eq!(pcs, s.pcs, "xunwind disagrees with a checked stack");
             assert_eq!(xunwind_steps(sp, &s, &mem), s.pcs);
+            // Cold and warm cache.
+            let mut c = WalkCache::new();
+            for _ in 0..2 {
+                let mut pcs = Vec::new();
+                walker.pcs_cached(sp, &s.regs, &mem, &mut c, &mut pcs);
+                assert_eq!(pcs, s.pcs, "the cached walk disagrees");
+                let w = walker.walk_cached(sp, &s.regs, &mem, &mut c);
+                assert_eq!(w.frames.len(), s.pcs.len(), "the cached walk disagrees");
+                assert!(w.frames.iter().zip(&s.pcs).all(|(f, &pc)| f.pc == pc));
+            }
         }
         let warm = framehop_walk(&unwinder, &mut cache, &s);
         let fresh = framehop_walk(&unwinder, &mut CacheX86_64::new(), &s);
@@ -214,6 +226,37 @@ fn bench(c: &mut Criterion) {
                 let k = i % n;
                 i = i.wrapping_add(1);
                 black_box(walker.walk(&space, black_box(&stacks[k].regs), &mems[k]))
+            })
+        });
+        let mut i = 0usize;
+        let mut wcache = WalkCache::new();
+        g.bench_function("xunwind_cached", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(walker.walk_cached(
+                    &space,
+                    black_box(&stacks[k].regs),
+                    &mems[k],
+                    &mut wcache,
+                ))
+            })
+        });
+        let mut i = 0usize;
+        let mut pcs = Vec::with_capacity(2 * FRAMES);
+        g.bench_function("xunwind_pcs", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                pcs.clear();
+                let stop = walker.pcs_cached(
+                    &space,
+                    black_box(&stacks[k].regs),
+                    &mems[k],
+                    &mut wcache,
+                    &mut pcs,
+                );
+                black_box((stop, pcs.len()))
             })
         });
         let mut i = 0usize;
