@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xunwind::{LoadOptions, StackWalker, Target};
+use xunwind::{LoadOptions, StackWalker, Target, WalkCache};
 
 fuzz_target!(|data: &[u8]| {
     // Steer every input to the core reader: the magic is the only thing it must not vary.
@@ -22,6 +22,15 @@ fuzz_target!(|data: &[u8]| {
     for thread in target.threads.iter().take(4) {
         let walk = walker.walk(&space, &thread.regs, &target.memory);
         assert!(walk.frames.len() <= 256);
+        // The pc-keyed rule cache changes nothing, cold or warm.
+        let mut cache = WalkCache::with_capacity(64);
+        for _ in 0..2 {
+            let cached = walker.walk_cached(&space, &thread.regs, &target.memory, &mut cache);
+            assert_eq!(
+                format!("{:?}", (&cached.frames, cached.stop)),
+                format!("{:?}", (&walk.frames, walk.stop))
+            );
+        }
         for f in &walk.frames {
             let _ = symbols.lookup(f.pc);
         }

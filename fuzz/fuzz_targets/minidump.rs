@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xunwind::{LoadOptions, StackWalker, Target};
+use xunwind::{LoadOptions, StackWalker, Target, WalkCache};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
@@ -37,6 +37,15 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|| thread.regs.clone());
     let walk = walker.walk(&space, &regs, &target.memory);
     assert!(walk.frames.len() <= 128);
+    // The pc-keyed rule cache changes nothing, cold or warm.
+    let mut cache = WalkCache::with_capacity(64);
+    for _ in 0..2 {
+        let cached = walker.walk_cached(&space, &regs, &target.memory, &mut cache);
+        assert_eq!(
+            format!("{:?}", (&cached.frames, cached.stop)),
+            format!("{:?}", (&walk.frames, walk.stop))
+        );
+    }
     for f in &walk.frames {
         let _ = symbols.lookup(f.pc);
         let _ = symbols.lookup(f.pc.wrapping_sub(1));
