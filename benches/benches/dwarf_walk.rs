@@ -18,14 +18,20 @@
 //! through the same 64 stacks with xunwind's rule cache off and a fresh framehop cache for every
 //! walk (made outside the timed part), so every step evaluates its FDE's row.
 //!
+//! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: on a
+//! machine shared with other work, wall time also counts the slices other processes ran in,
+//! unevenly from one line to the next, which made same-run ratios swing by 2x. Set
+//! `XUNWIND_BENCH_WALL=1` to time wall-clock instead.
+//!
 //! Run: `cargo bench -p xunwind-benches --bench dwarf_walk -- --warm-up-time 1
 //! --measurement-time 3`. Override the library directory with `XUNWIND_ELF_DIR`.
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Unwinder};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use xunwind::core::{PcKind, Reg, SliceMemory};
 use xunwind::{AddressSpace, StackWalker, WalkCache};
 use xunwind_benches::elf_stacks::{
@@ -127,7 +133,61 @@ fn framehop_divergence(fh: &[u64], want: &[u64]) -> Option<usize> {
     }
 }
 
-fn bench(c: &mut Criterion) {
+/// The calling thread's CPU time, or the wall clock's time when `wall` is set.
+struct Clock {
+    wall: bool,
+    epoch: Instant,
+}
+
+impl Clock {
+    fn from_env() -> Self {
+        Clock {
+            wall: std::env::var_os("XUNWIND_BENCH_WALL").is_some(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        if self.wall {
+            return self.epoch.elapsed();
+        }
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec through a pointer to a live local.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID unavailable");
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+impl Measurement for Clock {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        self.now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        self.now().saturating_sub(start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+fn bench(c: &mut Criterion<Clock>) {
     let t0 = Instant::now();
     let dir = std::env::var_os("XUNWIND_ELF_DIR").map_or_else(system_lib_dir, PathBuf::from);
     let files = read_shared_objects(&dir, MODULES);
@@ -311,5 +371,10 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(Clock::from_env());
+    targets = bench
+}
+
 criterion_main!(benches);
