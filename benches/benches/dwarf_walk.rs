@@ -273,6 +273,22 @@ fn bench(c: &mut Criterion<Clock>) {
         t0.elapsed().as_secs_f64()
     );
 
+    // framehop's rule cache is keyed by address: how often its warm walks hit it.
+    for n in [1, STACKS] {
+        let mut fresh = CacheX86_64::new();
+        for s in &stacks[..n] {
+            framehop_walk(&unwinder, &mut fresh, s);
+        }
+        let before = fresh.stats();
+        for s in &stacks[..n] {
+            framehop_walk(&unwinder, &mut fresh, s);
+        }
+        let after = fresh.stats();
+        let hits = after.hit_count - before.hit_count;
+        let total = after.total() - before.total();
+        eprintln!("dwarf_walk: framehop's warm rule cache over {n} stack(s): {hits} hits in {total} lookups");
+    }
+
     let mems: Vec<_> = stacks.iter().map(|s| s.memory()).collect();
     for (group, n) in [
         ("dwarf_walk/one_stack", 1usize),
