@@ -13,10 +13,12 @@
 //! `pcs_cached` with the same cache (only the pcs, a profiler's sample: framehop's output); `xunwind_steps` unwinds in place with each module's `FrameWalker::unwind`
 //! (no context pointers) and collects only the pcs, the same work framehop's line does; `framehop` calls `unwind_frame` frame by frame
 //! with one `CacheX86_64` kept across iterations, collecting the pcs into a `Vec`.
-//! Groups: `one_stack` walks the same stack every time (every cache hot); `many_stacks` cycles
-//! through 64 stacks (2048 frames, more than either rule cache holds at once); `cold` cycles
+//! Groups: `one_stack` walks the same stack every time (every cache hot, though two of its 32
+//! pcs share a slot of framehop's cache); `many_stacks` cycles through 64 stacks (2048 frames
+//! over 260 modules: more than framehop's 509-slot cache or a 1024-slot `WalkCache` holds, while
+//! xunwind's per-module rule caches, 256 rows each, hold nearly all of them); `cold` cycles
 //! through the same 64 stacks with xunwind's rule cache off and a fresh framehop cache for every
-//! walk (made outside the timed part), so every step evaluates its FDE's row.
+//! walk (made outside the timed part), so every step finds and evaluates its FDE's row.
 //!
 //! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: on a
 //! machine shared with other work, wall time also counts the slices other processes ran in,
