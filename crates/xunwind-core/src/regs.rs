@@ -84,7 +84,10 @@ const XMM_SHIFT: u32 = 17;
 ///
 /// Reading a register that is not known gives `None`; unwinders mark a register unknown when the
 /// caller's value cannot be recovered, so a debugger never shows a made-up zero.
-#[derive(Clone, PartialEq, Eq, Default)]
+///
+/// Two sets are equal when the same registers are known with the same values; what an unknown
+/// register's storage happens to hold does not count.
+#[derive(Clone, Default)]
 pub struct Regs {
     gpr: [u64; 16],
     rip: u64,
@@ -198,6 +201,12 @@ impl Regs {
         1 << reg as u32
     }
 
+    /// The [`Regs::valid_mask`] bit of rip.
+    #[inline]
+    pub const fn rip_bit() -> u64 {
+        RIP_BIT
+    }
+
     /// The [`Regs::valid_mask`] bit of xmm register `n` (0-15).
     #[inline]
     pub const fn xmm_bit(n: u8) -> u64 {
@@ -210,6 +219,22 @@ impl Regs {
         self.valid
     }
 }
+
+impl PartialEq for Regs {
+    fn eq(&self, other: &Regs) -> bool {
+        if self.valid != other.valid {
+            return false;
+        }
+        let gprs = (0..16).all(|i| self.valid & (1 << i) == 0 || self.gpr[i] == other.gpr[i]);
+        let xmm = (0..16u32).all(|i| {
+            self.valid & (1 << (XMM_SHIFT + i)) == 0
+                || self.xmm[i as usize] == other.xmm[i as usize]
+        });
+        gprs && xmm && (self.valid & RIP_BIT == 0 || self.rip == other.rip)
+    }
+}
+
+impl Eq for Regs {}
 
 impl fmt::Debug for Regs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,6 +283,25 @@ mod tests {
         r.retain(!Regs::bit(Reg::R12));
         assert_eq!(r.get(Reg::R12), None);
         assert_eq!(r.rip(), Some(5));
+    }
+
+    #[test]
+    fn equality_ignores_unknown_storage() {
+        let mut a = Regs::new();
+        let mut b = Regs::new();
+        a.set(Reg::Rax, 1);
+        a.invalidate(Reg::Rax);
+        assert_eq!(a, b);
+        b.set(Reg::Rax, 2);
+        assert_ne!(a, b);
+        a.set(Reg::Rax, 2);
+        a.set_xmm(3, 9);
+        assert_ne!(a, b);
+        b.set_xmm(3, 9);
+        assert_eq!(a, b);
+        a.set_rip(1);
+        b.set_rip(2);
+        assert_ne!(a, b);
     }
 
     #[test]

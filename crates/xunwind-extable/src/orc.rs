@@ -8,8 +8,8 @@
 //! search result for `_stext + 256 * i`, so a lookup only searches between two slots.
 
 use xunwind_core::{
-    ContextPointers, FrameWalker, MemoryReader, PcKind, RangeTable, Reg, Regs, Step, StepInfo,
-    Trust, UnwindError,
+    CompactRule, ContextPointers, FrameWalker, MemoryReader, PcKind, RangeTable, Reg, Regs, Step,
+    StepInfo, Trust, UnwindError,
 };
 
 use crate::error::{Error, Result};
@@ -484,6 +484,34 @@ impl OrcTable {
 }
 
 impl FrameWalker for OrcTable {
+    /// CALL entries whose sp is rsp or rbp plus an offset and whose bp is kept or saved
+    /// relative to the caller's sp: nearly every entry of a kernel's text.
+    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<CompactRule> {
+        let e = OrcTable::rule(self, pc, pc_kind)?;
+        if e.ty != OrcType::Call {
+            return None;
+        }
+        let base = match e.sp_reg {
+            OrcReg::Sp => Reg::Rsp,
+            OrcReg::Bp => Reg::Rbp,
+            _ => return None,
+        };
+        let mut rule = CompactRule::new(base, e.sp_offset.into(), -8, Trust::Orc)
+            .with_required(Regs::bit(Reg::Rsp))
+            .with_keep(Regs::bit(Reg::Rsp) | Regs::bit(Reg::Rbp) | Regs::rip_bit())
+            .with_caller_pc(if e.signal {
+                PcKind::Exact
+            } else {
+                PcKind::ReturnAddress
+            });
+        match e.bp_reg {
+            OrcReg::Undefined => {}
+            OrcReg::PrevSp => rule = rule.save(Reg::Rbp, e.bp_offset.into())?,
+            _ => return None,
+        }
+        Some(rule)
+    }
+
     fn unwind(
         &self,
         regs: &mut Regs,

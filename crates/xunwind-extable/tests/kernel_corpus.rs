@@ -325,3 +325,66 @@ fn orc_lookup_agrees() {
     }
     expect("vmlinux-orc.txt", &out);
 }
+
+/// The compact rule a pc-keyed cache applies equals the ORC unwind at random text addresses,
+/// both pc kinds, over a stack whose every word is distinct; also with rbp unknown.
+#[test]
+fn orc_compact_rules_equal_unwind() {
+    use xunwind_core::{
+        unwind_by_rule, ContextPointers, FrameWalker, PcKind, Reg, Regs, SliceMemory,
+    };
+    if skip() {
+        return;
+    }
+    let kf = vmlinux();
+    let orc = kf.orc.as_ref().expect("vmlinux has ORC sections");
+    let t = OrcTable::from_sections(orc, kf.version).unwrap();
+    const STACK: u64 = 0xffff_c900_0000_0000;
+    let words: Vec<u8> = (0..0x4000u64)
+        .flat_map(|k| (0x5afe_0000_0000_0000 | (k * 8)).to_le_bytes())
+        .collect();
+    let mem = SliceMemory::new(STACK, &words);
+    let mut rng = Rng(0x0dd5_eed5);
+    let (mut rules, mut probes) = (0usize, 0usize);
+    let mut declined = BTreeMap::new();
+    for _ in 0..100_000 {
+        let pc = t.text().0 + rng.next() % (t.text().1 - t.text().0);
+        for kind in [PcKind::Exact, PcKind::ReturnAddress] {
+            let rule = FrameWalker::rule(&t, pc, kind);
+            rules += rule.is_some() as usize;
+            if rule.is_none() {
+                if let Some(e) = t.rule(pc, kind) {
+                    *declined
+                        .entry(format!("{:?} sp {:?} bp {:?}", e.ty, e.sp_reg, e.bp_reg))
+                        .or_insert(0usize) += 1;
+                }
+            }
+            probes += 1;
+            for rbp_known in [true, false] {
+                let mut start = Regs::with_gprs(pc, [0xa000_0000_0000_0000; 16]);
+                start.set(Reg::Rsp, STACK + 0x8000);
+                start.set(Reg::Rbp, STACK + 0x9000);
+                if !rbp_known {
+                    start.invalidate(Reg::Rbp);
+                }
+                let (mut r1, mut p1) = (start.clone(), ContextPointers::new());
+                let want = t.unwind(&mut r1, kind, &mem, Some(&mut p1));
+                let (mut r2, mut p2) = (start.clone(), ContextPointers::new());
+                let got = unwind_by_rule(&t, &mut r2, kind, &mem, Some(&mut p2));
+                assert_eq!(got, want, "{pc:#x} {kind:?} rule {rule:?}");
+                if want.is_ok() {
+                    assert_eq!((r2, p2), (r1, p1), "{pc:#x} {kind:?} rule {rule:?}");
+                }
+            }
+        }
+    }
+    eprintln!("orc compact rules: {rules} of {probes} probes; declined: {declined:?}");
+    // Of the pcs with an sp rule at all (the rest is padding and code ORC leaves undefined),
+    // nearly all are CALL entries off sp or bp.
+    let undefined: usize = declined
+        .iter()
+        .filter(|(k, _)| k.contains("sp Undefined"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(rules * 100 > (probes - undefined) * 97, "{rules} of {probes}");
+}
