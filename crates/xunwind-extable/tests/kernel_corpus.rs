@@ -386,5 +386,8 @@ fn orc_compact_rules_equal_unwind() {
         .filter(|(k, _)| k.contains("sp Undefined"))
         .map(|(_, v)| v)
         .sum();
-    assert!(rules * 100 > (probes - undefined) * 97, "{rules} of {probes}");
+    assert!(
+        rules * 100 > (probes - undefined) * 97,
+        "{rules} of {probes}"
+    );
 }

@@ -474,3 +474,60 @@ fn unreadable_stack_is_a_typed_error_with_the_address() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `FrameWalker::unwind` rewrites registers in place and, carried through a walk, one
+/// `ContextPointers` keeps every register's location (as `RtlVirtualUnwind` does), while
+/// `step` reports only what its own frame restored; both agree on registers and step info.
+#[test]
+fn walker_unwind_accumulates_context_pointers_and_matches_step() {
+    use xunwind_core::{FrameWalker, PcKind};
+    let mut img = Img::new();
+    let _ = framed(&mut img);
+    // push rsi; sub rsp,0x20; (body)
+    img.put(0x1100, &[0x56, 0x48, 0x83, 0xec, 0x20]);
+    img.put(0x1105, &[0x90; 0x1b]);
+    #[rustfmt::skip]
+    img.put(0x2100, &[
+        0x01, 5, 2, 0x00,
+        5, 0x32,         // ALLOC_SMALL 0x20
+        1, 0x60,         // PUSH_NONVOL rsi
+    ]);
+    img.func(0x1100, 0x1120, 0x2100);
+    let u = xunwind_pe::PeUnwinder::new(img.finish(), BASE);
+    let mut s = stack();
+    // framed's return address (rbp = STACK+0x200: frame at +0x1e0, pops at +0x210/+0x218).
+    s[0x220..0x228].copy_from_slice(&(BASE + 0x1110).to_le_bytes());
+    let mem = SliceMemory::new(STACK, &s);
+    let mut r = regs();
+    r.set_rip(BASE + 0x1010);
+    let mut p = ContextPointers::new();
+    let one = u.step(&r, PcKind::Exact, &mem).unwrap();
+    let info = u.unwind(&mut r, PcKind::Exact, &mem, Some(&mut p)).unwrap();
+    assert_eq!((&r, &p, info), (&one.regs, &one.pointers, one.info()));
+    assert_eq!(r.rip(), Some(BASE + 0x1110));
+    assert_eq!(p.gpr(Reg::Rbx), Some(STACK + 0x210));
+    assert_eq!(info.handler.map(|h| h.address), Some(BASE + 0x1800));
+
+    let two = u.step(&r, PcKind::ReturnAddress, &mem).unwrap();
+    let info = u
+        .unwind(&mut r, PcKind::ReturnAddress, &mem, Some(&mut p))
+        .unwrap();
+    assert_eq!((&r, info), (&two.regs, two.info()));
+    assert_eq!(two.pointers.gpr(Reg::Rbx), None);
+    assert_eq!(two.pointers.gpr(Reg::Rsi), Some(STACK + 0x248));
+    assert_eq!(p.gpr(Reg::Rbx), Some(STACK + 0x210));
+    assert_eq!(p.gpr(Reg::Rbp), Some(STACK + 0x218));
+    assert_eq!(p.gpr(Reg::Rsi), Some(STACK + 0x248));
+    assert_eq!(r.rip(), Some(slot(STACK + 0x250)));
+    assert_eq!(r.rsp(), Some(STACK + 0x258));
+    // Volatile registers did not survive the calls; nonvolatile ones did.
+    assert_eq!((r.get(Reg::Rax), r.xmm(0)), (None, None));
+    assert_eq!((r.get(Reg::R12), r.xmm(6)), (Some(0xa00c), Some(0xe006)));
+    // Without pointers the registers are the same.
+    let mut r2 = regs();
+    r2.set_rip(BASE + 0x1010);
+    u.unwind(&mut r2, PcKind::Exact, &mem, None).unwrap();
+    u.unwind(&mut r2, PcKind::ReturnAddress, &mem, None)
+        .unwrap();
+    assert_eq!(r2, r);
+}
