@@ -230,13 +230,20 @@ impl Cursor<'_> {
     /// ULEB128; values that do not fit 64 bits (or long encodings) decline.
     #[inline]
     fn uleb(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..63).step_by(7) {
+        let b = self.u8()?;
+        if b < 0x80 {
+            return Some(u64::from(b));
+        }
+        let mut v = u64::from(b & 0x7f);
+        let mut shift = 7;
+        // At most nine bytes: the loop is bounded by the shift.
+        while shift < 63 {
             let b = self.u8()?;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Some(v);
             }
+            shift += 7;
         }
         None
     }
@@ -531,99 +538,117 @@ fn run(
     // Each instruction consumes at least one byte, which bounds the loop.
     while c.pos < c.buf.len() {
         let op = c.u8()?;
-        let mut delta = None;
-        match op >> 6 {
-            1 => delta = Some(u64::from(op & 0x3f)),
-            2 => {
+        // One flat match: a single dispatch per instruction, the most common opcodes first.
+        let delta = match op {
+            0x40..=0x7f => u64::from(op & 0x3f),
+            0x0e => {
+                row.cfa_off = c.uleb()? as i64;
+                continue;
+            }
+            0x80..=0xbf => {
                 let reg = rule_reg(op & 0x3f)?;
                 let p = offset_rule(c.uleb()? as i64)?;
                 row.set(Some(Packed { reg, ..p }), reg)?;
+                continue;
             }
-            3 => {
+            0x0c => {
+                row.cfa_reg = c.reg().filter(|&r| r <= RA)?;
+                row.cfa_off = c.uleb()? as i64;
+                continue;
+            }
+            0x0d => {
+                row.cfa_reg = c.reg().filter(|&r| r <= RA)?;
+                continue;
+            }
+            0x0a => {
+                target?;
+                *stack.get_mut(depth)? = *row;
+                depth += 1;
+                continue;
+            }
+            0x0b => {
+                target?;
+                depth = depth.checked_sub(1)?;
+                *row = stack[depth];
+                continue;
+            }
+            0xc0..=0xff => {
                 // DW_CFA_restore is invalid among a CIE's initial instructions.
                 target?;
                 let reg = rule_reg(op & 0x3f)?;
                 row.set(cie.initial.rule_of(reg), reg)?;
+                continue;
             }
-            _ => match op {
-                0x00 => {}
-                0x02 => delta = Some(u64::from(c.u8()?)),
-                0x03 => delta = Some(u64::from(c.u16()?)),
-                0x04 => delta = Some(u64::from(c.u32()?)),
-                0x05 => {
-                    let reg = rule_reg(c.reg()?)?;
-                    let p = offset_rule(c.uleb()? as i64)?;
-                    row.set(Some(Packed { reg, ..p }), reg)?;
-                }
-                0x06 => {
-                    target?;
-                    let reg = rule_reg(c.reg()?)?;
-                    row.set(cie.initial.rule_of(reg), reg)?;
-                }
-                0x07 => {
-                    let reg = rule_reg(c.reg()?)?;
-                    row.set(None, reg)?;
-                }
-                0x08 => {
-                    let reg = rule_reg(c.reg()?)?;
-                    let p = Packed {
-                        reg,
-                        kind: KIND_SAME,
-                        val: 0,
-                    };
-                    row.set(Some(p), reg)?;
-                }
-                0x09 => {
-                    let reg = rule_reg(c.reg()?)?;
-                    let src = c.reg().filter(|&r| r <= RA)?;
-                    let p = Packed {
-                        reg,
-                        kind: KIND_REGISTER,
-                        val: i16::from(src),
-                    };
-                    row.set(Some(p), reg)?;
-                }
-                0x0a => {
-                    target?;
-                    *stack.get_mut(depth)? = *row;
-                    depth += 1;
-                }
-                0x0b => {
-                    target?;
-                    depth = depth.checked_sub(1)?;
-                    *row = stack[depth];
-                }
-                0x0c => {
-                    row.cfa_reg = c.reg().filter(|&r| r <= RA)?;
-                    row.cfa_off = c.uleb()? as i64;
-                }
-                0x0d => row.cfa_reg = c.reg().filter(|&r| r <= RA)?,
-                0x0e => row.cfa_off = c.uleb()? as i64,
-                0x12 => {
-                    row.cfa_reg = c.reg().filter(|&r| r <= RA)?;
-                    row.cfa_off = c.sleb()?.wrapping_mul(cie.data_align);
-                }
-                0x13 => row.cfa_off = c.sleb()?.wrapping_mul(cie.data_align),
-                0x11 => {
-                    let reg = rule_reg(c.reg()?)?;
-                    let p = offset_rule(c.sleb()?)?;
-                    row.set(Some(Packed { reg, ..p }), reg)?;
-                }
-                0x2e => {
-                    c.uleb()?;
-                }
-                _ => return None,
-            },
-        }
-        if let Some(delta) = delta {
-            // An advance among a CIE's initial instructions is legal but pointless: decline.
-            let (_, svma) = target?;
-            let end = start.checked_add(delta.wrapping_mul(cie.code_align))?;
-            if start <= svma && svma < end {
-                return Some(());
+            0x00 => continue,
+            0x02 => u64::from(c.u8()?),
+            0x03 => u64::from(c.u16()?),
+            0x04 => u64::from(c.u32()?),
+            0x05 => {
+                let reg = rule_reg(c.reg()?)?;
+                let p = offset_rule(c.uleb()? as i64)?;
+                row.set(Some(Packed { reg, ..p }), reg)?;
+                continue;
             }
-            start = end;
+            0x06 => {
+                target?;
+                let reg = rule_reg(c.reg()?)?;
+                row.set(cie.initial.rule_of(reg), reg)?;
+                continue;
+            }
+            0x07 => {
+                let reg = rule_reg(c.reg()?)?;
+                row.set(None, reg)?;
+                continue;
+            }
+            0x08 => {
+                let reg = rule_reg(c.reg()?)?;
+                let p = Packed {
+                    reg,
+                    kind: KIND_SAME,
+                    val: 0,
+                };
+                row.set(Some(p), reg)?;
+                continue;
+            }
+            0x09 => {
+                let reg = rule_reg(c.reg()?)?;
+                let src = c.reg().filter(|&r| r <= RA)?;
+                let p = Packed {
+                    reg,
+                    kind: KIND_REGISTER,
+                    val: i16::from(src),
+                };
+                row.set(Some(p), reg)?;
+                continue;
+            }
+            0x11 => {
+                let reg = rule_reg(c.reg()?)?;
+                let p = offset_rule(c.sleb()?)?;
+                row.set(Some(Packed { reg, ..p }), reg)?;
+                continue;
+            }
+            0x12 => {
+                row.cfa_reg = c.reg().filter(|&r| r <= RA)?;
+                row.cfa_off = c.sleb()?.wrapping_mul(cie.data_align);
+                continue;
+            }
+            0x13 => {
+                row.cfa_off = c.sleb()?.wrapping_mul(cie.data_align);
+                continue;
+            }
+            0x2e => {
+                c.uleb()?;
+                continue;
+            }
+            _ => return None,
+        };
+        // An advance among a CIE's initial instructions is legal but pointless: decline.
+        let (_, svma) = target?;
+        let end = start.checked_add(delta.wrapping_mul(cie.code_align))?;
+        if start <= svma && svma < end {
+            return Some(());
         }
+        start = end;
     }
     match target {
         // The last row runs to the FDE's end, which the caller checked covers svma.
