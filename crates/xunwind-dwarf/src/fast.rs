@@ -228,14 +228,21 @@ impl Cursor<'_> {
         self.bytes().map(u64::from_le_bytes)
     }
     /// ULEB128; values that do not fit 64 bits (or long encodings) decline.
-    #[inline]
+    #[inline(always)]
     fn uleb(&mut self) -> Option<u64> {
-        let b = self.u8()?;
-        if b < 0x80 {
-            return Some(u64::from(b));
+        // Nearly every operand is one byte: that case stays inline, the rest is called.
+        match self.buf.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Some(u64::from(b))
+            }
+            _ => self.uleb_long(),
         }
-        let mut v = u64::from(b & 0x7f);
-        let mut shift = 7;
+    }
+    #[inline(never)]
+    fn uleb_long(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        let mut shift = 0;
         // At most nine bytes: the loop is bounded by the shift.
         while shift < 63 {
             let b = self.u8()?;

@@ -49,13 +49,22 @@ fn probe_addresses(u: &DwarfUnwinder<'_>, off: usize, start: u64, end: u64) -> V
     out
 }
 
+/// The known registers and the context pointers after an unwind.
+#[derive(Debug, PartialEq)]
+struct Known {
+    rip: Option<u64>,
+    gpr: [Option<u64>; 16],
+    xmm: [Option<u128>; 16],
+    pointers: ContextPointers,
+}
+
 /// Everything an in-place unwind gives: the result, and the registers/pointers on success.
 fn unwound(
     u: &DwarfUnwinder<'_>,
     regs: &Regs,
     mem: &dyn MemoryReader,
     with_pointers: bool,
-) -> (Result<StepInfo, UnwindError>, Option<String>) {
+) -> (Result<StepInfo, UnwindError>, Option<Known>) {
     let mut r = regs.clone();
     let mut p = ContextPointers::new();
     // Pointers carried from an earlier frame must survive where this step restores nothing.
@@ -64,7 +73,12 @@ fn unwound(
     p.set_xmm(3, 0x3333);
     let res = u.unwind(&mut r, PcKind::Exact, mem, with_pointers.then_some(&mut p));
     // Registers compare by what is known: an unknown register's stale bits are not state.
-    let state = res.is_ok().then(|| format!("{r:?} {p:?}"));
+    let state = res.is_ok().then(|| Known {
+        rip: r.rip(),
+        gpr: Reg::ALL.map(|g| r.get(g)),
+        xmm: core::array::from_fn(|n| r.xmm(n as u8)),
+        pointers: p,
+    });
     (res, state)
 }
 
