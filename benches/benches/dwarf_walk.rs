@@ -25,6 +25,10 @@
 //! unevenly from one line to the next, which made same-run ratios swing by 2x. Set
 //! `XUNWIND_BENCH_WALL=1` to time wall-clock instead.
 //!
+//! `XUNWIND_INTERLEAVE=<rounds>` also prints medians per frame measured round-robin (each
+//! line one batch of 8 x 64 walks in turn, `rounds` times): ratios that every line's share of a
+//! noisy machine affects alike.
+//!
 //! Run: `cargo bench -p xunwind-benches --bench dwarf_walk -- --warm-up-time 1
 //! --measurement-time 3`. Override the library directory with `XUNWIND_ELF_DIR`.
 
@@ -189,6 +193,118 @@ impl Measurement for Clock {
     }
 }
 
+/// A line: walks stack `k`.
+type Line<'a> = Box<dyn FnMut(usize) + 'a>;
+
+/// Passes over the 64 stacks (or 64 walks of the one stack) per timed batch: the first pass
+/// refetches what the other lines' batches evicted from the CPU caches, the rest run as in
+/// criterion's steady state.
+const PASSES: usize = 8;
+
+/// Every line of a group timed in turn, `rounds` times over, so that all lines see the same
+/// machine (other processes come and go on a shared one); prints the median per frame and each
+/// line's ratio to framehop. Run with `XUNWIND_INTERLEAVE=<rounds>`.
+fn interleaved(
+    rounds: usize,
+    space: &AddressSpace<'_>,
+    cold_space: &AddressSpace<'_>,
+    unwinder: &UnwinderX86_64<&[u8]>,
+    stacks: &[Stack],
+) {
+    let clock = Clock::from_env();
+    let walker = StackWalker::default();
+    let mems: Vec<_> = stacks.iter().map(|s| s.memory()).collect();
+    let mems = &mems;
+    for (group, n, cold) in [
+        ("one_stack", 1usize, false),
+        ("many_stacks", STACKS, false),
+        ("cold", STACKS, true),
+    ] {
+        let sp = if cold { cold_space } else { space };
+        let mut warm = CacheX86_64::new();
+        let mut wcache = WalkCache::new();
+        let mut pcs = Vec::with_capacity(2 * FRAMES);
+        let mut lines: Vec<(&str, Line<'_>)> = vec![
+            (
+                "xunwind",
+                Box::new(move |k| {
+                    black_box(walker.walk(sp, &stacks[k].regs, &mems[k]));
+                }),
+            ),
+            (
+                "xunwind_steps",
+                Box::new(move |k| {
+                    black_box(xunwind_steps(sp, &stacks[k], &mems[k]));
+                }),
+            ),
+        ];
+        if !cold {
+            lines.push((
+                "xunwind_pcs",
+                Box::new(move |k| {
+                    pcs.clear();
+                    black_box(walker.pcs_cached(
+                        sp,
+                        &stacks[k].regs,
+                        &mems[k],
+                        &mut wcache,
+                        &mut pcs,
+                    ));
+                }),
+            ));
+            lines.push((
+                "framehop",
+                Box::new(move |k| {
+                    black_box(framehop_walk(unwinder, &mut warm, &stacks[k]));
+                }),
+            ));
+        }
+        let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); lines.len() + 1];
+        for _ in 0..rounds {
+            for (t, (_, f)) in times.iter_mut().zip(lines.iter_mut()) {
+                let t0 = clock.now();
+                for j in 0..PASSES * STACKS {
+                    f(j % n);
+                }
+                t.push((clock.now() - t0).as_nanos() as f64);
+            }
+            if cold {
+                // Fresh caches, made outside the timed part.
+                let mut fresh: Vec<CacheX86_64> =
+                    (0..PASSES * STACKS).map(|_| CacheX86_64::new()).collect();
+                let t0 = clock.now();
+                for (j, c) in fresh.iter_mut().enumerate() {
+                    black_box(framehop_walk(unwinder, c, &stacks[j % n]));
+                }
+                times[lines.len()].push((clock.now() - t0).as_nanos() as f64);
+            }
+        }
+        let mut names: Vec<&str> = lines.iter().map(|l| l.0).collect();
+        if cold {
+            names.push("framehop");
+        } else {
+            times.pop();
+        }
+        let per_frame: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2] / (PASSES * STACKS * FRAMES) as f64
+            })
+            .collect();
+        let fh = per_frame[names
+            .iter()
+            .position(|&n| n == "framehop")
+            .expect("a framehop line")];
+        for (name, ns) in names.iter().zip(&per_frame) {
+            eprintln!(
+                "interleaved dwarf_walk/{group:12} {name:14} {ns:8.1} ns/frame  {:5.2}x vs framehop",
+                fh / ns
+            );
+        }
+    }
+}
+
 fn bench(c: &mut Criterion<Clock>) {
     let t0 = Instant::now();
     let dir = std::env::var_os("XUNWIND_ELF_DIR").map_or_else(system_lib_dir, PathBuf::from);
@@ -292,6 +408,12 @@ fn bench(c: &mut Criterion<Clock>) {
     }
 
     let mems: Vec<_> = stacks.iter().map(|s| s.memory()).collect();
+    if let Some(rounds) = std::env::var("XUNWIND_INTERLEAVE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        interleaved(rounds, &space, &cold_space, &unwinder, &stacks);
+    }
     for (group, n) in [
         ("dwarf_walk/one_stack", 1usize),
         ("dwarf_walk/many_stacks", STACKS),
