@@ -308,7 +308,7 @@ fn interleaved(
 fn bench(c: &mut Criterion<Clock>) {
     let t0 = Instant::now();
     let dir = std::env::var_os("XUNWIND_ELF_DIR").map_or_else(system_lib_dir, PathBuf::from);
-    let files = read_shared_objects(&dir, MODULES);
+    let files = read_shared_objects(&dir, MODULES, u64::MAX);
     if files.len() < 32 {
         eprintln!(
             "dwarf_walk bench skipped: {} usable shared objects in {}",
