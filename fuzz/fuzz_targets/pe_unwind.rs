@@ -1,11 +1,13 @@
 //! Arbitrary unwind-info bytes, an arbitrary register context and arbitrary stack memory:
 //! `RtlVirtualUnwind` and the `FrameWalker` step must return, never panic or hang; and the
 //! compiled fast path (`CompiledFunction`, `PeUnwinder::virtual_unwind`) must give exactly the
-//! reference's result, registers and context pointers.
+//! reference's result, registers and context pointers; so must a compact rule (`FrameWalker::rule`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xunwind_core::{ContextPointers, FrameWalker, PcKind, Reg, Regs, SliceMemory};
+use xunwind_core::{
+    unwind_by_rule, ContextPointers, FrameWalker, PcKind, Reg, Regs, SliceMemory,
+};
 use xunwind_pe::{
     virtual_unwind, CompiledFunction, EpilogFrameRule, PeImage, PeUnwinder, RuntimeFunction,
     UnwindOptions,
@@ -116,17 +118,25 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    // A short walk through the generic interface, bounded by construction.
+    // A short walk through the generic interface, bounded by construction; at every frame the
+    // compact rule a pc-keyed cache would apply gives the unwind's step, registers, pointers.
     let walker = PeUnwinder::new(img, BASE);
     let mut regs = Regs::with_gprs(pc, gpr);
     let mut kind = PcKind::Exact;
     for _ in 0..8 {
+        let (mut r2, mut p2) = (regs.clone(), ContextPointers::new());
+        let by_rule = unwind_by_rule(&walker, &mut r2, kind, &mem, Some(&mut p2));
         match walker.step(&regs, kind, &mem) {
             Ok(step) => {
+                assert_eq!(by_rule, Ok(step.info()));
+                assert_eq!((&r2, &p2), (&step.regs, &step.pointers));
                 regs = step.regs;
                 kind = step.caller_pc;
             }
-            Err(_) => break,
+            Err(e) => {
+                assert_eq!(by_rule, Err(e));
+                break;
+            }
         }
     }
     let _ = regs.get(Reg::Rsp);
