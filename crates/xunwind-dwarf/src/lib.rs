@@ -1,11 +1,23 @@
 //! ELF DWARF call-frame information: `.eh_frame` found through `.eh_frame_hdr`'s search table,
-//! `.debug_frame`, evaluated with gimli, behind xunwind's `FrameWalker`.
+//! `.debug_frame`, behind xunwind's `FrameWalker`.
 //!
 //! [`DwarfUnwinder`] borrows an ELF image's bytes and knows where the image was loaded (its load
-//! bias). The hot path is a dense-key search ([`xunwind_core::RangeTable`]) over the initial locations that
-//! `.eh_frame_hdr`'s table lists (or, when there is no usable header, over every FDE, sorted once
-//! at build time), then a bound check against the FDE that was found, then gimli's row
-//! evaluation in an [`UnwindContext`] kept across steps, with CIEs cached by offset.
+//! bias). A step ([`FrameWalker::unwind`], in place) is, in order:
+//!
+//! 1. a hit in the rule cache, keyed by address: the [`CompactRow`] (CFA = register + offset,
+//!    registers saved at CFA + offset, same value or copied) and the resolved handler, applied
+//!    to the registers in place;
+//! 2. else the fast path: a dense-key search ([`xunwind_core::RangeTable`]) over the initial
+//!    locations `.eh_frame_hdr` lists (or, without a usable header, over every FDE, sorted once),
+//!    then our own parse of that FDE (its CIE parsed once and cached with the row its initial
+//!    instructions give) and our own CFA-program interpreter up to the address, which yields
+//!    the compact row, cached and applied as above;
+//! 3. else (anything the interpreter does not take: expressions, `val_offset`, xmm registers,
+//!    malformed bytes, `.debug_frame`) gimli's path, the reference: FDE parse and row evaluation
+//!    in an [`UnwindContext`] kept across steps, with CIEs cached by offset.
+//!
+//! The fast path declines whenever in doubt, so its answers are gimli's (tested on every FDE of
+//! system libraries and fuzzed).
 #![deny(missing_docs)]
 
 mod cache;
