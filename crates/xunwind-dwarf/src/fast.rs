@@ -48,6 +48,7 @@ pub(crate) struct Packed {
 /// DWARF register 0-16 (rsp excluded; 16 is the return address) in gimli's order. Registers
 /// without a rule are undefined (callee-saved ones keep their values, as on the full path).
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub struct CompactRow {
     pub(crate) cfa_off: i64,
     pub(crate) cfa_reg: u8,
