@@ -8,7 +8,9 @@
 //!   nothing cached but the CIEs: `xunwind` is `DwarfUnwinder` with its rule cache off (lookup,
 //!   our own FDE parse and CFA-program interpretation, register recovery from memory);
 //!   `xunwind_gimli_path` the same with the fast path off too (gimli parses and evaluates the
-//!   row, which is then applied); `xunwind_rule_cache` a hit in the rule cache (64 cached rows);
+//!   row, which is then applied); `xunwind_warm_lines` the `xunwind` line over the 64 addresses
+//!   of the next one (data in CPU caches: parse and evaluation without memory latency);
+//!   `xunwind_rule_cache` a hit in the rule cache (64 cached rows);
 //!   `regs_copy` is the copy of the input registers every in-place line above includes (so that
 //!   each iteration unwinds the same frame); `gimli` is `EhHdrTable::unwind_info_for_address`
 //!   (lookup, FDE and CIE parse, row evaluation) with a reused `UnwindContext`, without even
@@ -210,6 +212,15 @@ fn bench_library(c: &mut Criterion, path: &str) {
         .collect();
     assert!(hot.iter().all(|r| cached.is_rule_cached(r.rip().unwrap())));
     eprintln!("{short}: {} hot rows", hot.len());
+    // The cold path again, on the 64 hot addresses: their index, FDE and stack lines stay in
+    // the CPU's caches, so this is the parse and evaluation without the memory latency.
+    g.bench_function("xunwind_warm_lines", |b| {
+        b.iter(|| {
+            i = (i + 1) & 63;
+            scratch.clone_from(black_box(&hot[i % hot.len()]));
+            black_box(u.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
+        })
+    });
     g.bench_function("xunwind_rule_cache", |b| {
         b.iter(|| {
             i = (i + 1) & 63;
