@@ -245,16 +245,9 @@ pub(crate) fn step_fde<'d, S: UnwindSection<Reader<'d>>>(
     if let Some(ra) = ra {
         out.set_rip(ra);
     }
-    let handler = match cie.personality() {
-        Some(p) => resolve(u, p, mem).map(|address| Handler {
-            address,
-            data: fde.lsda().and_then(|l| resolve(u, l, mem)).unwrap_or(0),
-            flags: 0,
-        }),
-        None => None,
-    };
+    let (handler, resolved) = handler_of(u, cie.personality(), fde.lsda(), mem);
     // Only rows with a return address are cached (an outermost frame is rare and cheap).
-    if let (Some(slot), Some(row)) = (cache, compact.filter(|_| ra.is_some())) {
+    if let (Some(slot), Some(row)) = (cache, compact.filter(|_| ra.is_some() && resolved)) {
         *slot = CachedRow {
             key: svma,
             live: true,
@@ -310,6 +303,30 @@ fn current(regs: &Regs, r: Register) -> Recovered {
         Ok(v) => Recovered::Value(v),
         Err(_) => Recovered::Unknown,
     }
+}
+
+/// The frame's handler from its CIE's personality and its FDE's LSDA, and whether every
+/// pointer resolved (an indirect one whose slot could not be read gives no handler, or data 0,
+/// and such a handler is not cached: the next step tries again).
+pub(crate) fn handler_of(
+    u: &DwarfUnwinder<'_>,
+    personality: Option<gimli::Pointer>,
+    lsda: Option<gimli::Pointer>,
+    mem: &dyn MemoryReader,
+) -> (Option<Handler>, bool) {
+    let Some(p) = personality else {
+        return (None, true);
+    };
+    let Some(address) = resolve(u, p, mem) else {
+        return (None, false);
+    };
+    let data = lsda.map(|l| resolve(u, l, mem));
+    let handler = Handler {
+        address,
+        data: data.flatten().unwrap_or(0),
+        flags: 0,
+    };
+    (Some(handler), data.is_none_or(|d| d.is_some()))
 }
 
 /// A pointer from the CFI as a runtime address; indirect ones are read from the target.

@@ -33,7 +33,7 @@ use gimli::{
 };
 use object::{Object, ObjectSection, ObjectSegment};
 use xunwind_core::{
-    ContextPointers, FrameWalker, Handler, MemoryReader, PcKind, Regs, Step, StepInfo, UnwindError,
+    ContextPointers, FrameWalker, MemoryReader, PcKind, Regs, Step, StepInfo, UnwindError,
 };
 
 pub use fast::{CompactRow, Rule};
@@ -521,14 +521,8 @@ impl FrameWalker for DwarfUnwinder<'_> {
             let mut row = CompactRow::EMPTY;
             match self.fast_row_with(fast_cies, svma, &mut row) {
                 fast::Fast::Row(lsda, personality) => {
-                    let handler = personality.and_then(|p| {
-                        Some(Handler {
-                            address: eval::resolve(self, p, mem)?,
-                            data: lsda.and_then(|l| eval::resolve(self, l, mem)).unwrap_or(0),
-                            flags: 0,
-                        })
-                    });
-                    if let Some(s) = slot.filter(|_| row.has_return_address()) {
+                    let (handler, resolved) = eval::handler_of(self, personality, lsda, mem);
+                    if let Some(s) = slot.filter(|_| resolved && row.has_return_address()) {
                         *s = cache::CachedRow {
                             key: svma,
                             live: true,
