@@ -293,7 +293,13 @@ fn encoded_value(c: &mut Cursor<'_>, enc: u8) -> Option<u64> {
 }
 
 /// Reads an encoded pointer as gimli does; `func` is the base of `DW_EH_PE_funcrel`.
+#[inline]
 fn encoded_pointer(c: &mut Cursor<'_>, enc: u8, b: &Bases, func: Option<u64>) -> Option<Pointer> {
+    // What every x86-64 toolchain emits for FDE addresses and LSDAs: pcrel | sdata4.
+    if enc == 0x1b {
+        let base = b.eh_frame.wrapping_add(c.pos as u64);
+        return Some(Pointer::Direct(base.wrapping_add(c.u32()? as i32 as u64)));
+    }
     if enc & 0x70 > 0x40 || enc & 0x0f > 0x0c || enc & 0x08 != 0 && enc & 0x07 == 0 {
         return None;
     }
@@ -326,14 +332,22 @@ pub(crate) struct FastCie {
     initial: CompactRow,
 }
 
-/// CIEs parsed so far by section offset; `None` marks one outside the fast subset.
+/// The fast path's scratch: parsed CIEs and the `DW_CFA_remember_state` stack (kept here so a
+/// step does not clear it).
 #[derive(Default)]
 pub(crate) struct CieCache {
+    table: CieTable,
+    stack: [CompactRow; MAX_REMEMBER],
+}
+
+/// CIEs parsed so far by section offset; `None` marks one outside the fast subset.
+#[derive(Default)]
+struct CieTable {
     entries: Vec<(u32, Option<FastCie>)>,
     last: usize,
 }
 
-impl CieCache {
+impl CieTable {
     /// The CIE at `offset`, parsed now or before; `scratch` holds one the cache has no room for.
     #[inline]
     fn get<'a>(
@@ -439,7 +453,13 @@ fn parse_cie(eh: &[u8], b: &Bases, offset: usize) -> Option<FastCie> {
         c.pos = data_end;
     }
     let mut row = cie.initial;
-    run(&mut c, &cie, &mut row, None)?;
+    run(
+        &mut c,
+        &cie,
+        &mut row,
+        None,
+        &mut [CompactRow::EMPTY; MAX_REMEMBER],
+    )?;
     cie.initial = row;
     Some(cie)
 }
@@ -489,7 +509,8 @@ fn row_at_inner(
     }
     let cie_offset = body.checked_sub(id as usize)?;
     let mut spare = None;
-    let cie = cies.get(eh, b, cie_offset, &mut spare)?;
+    let CieCache { table, stack } = cies;
+    let cie = table.get(eh, b, cie_offset, &mut spare)?;
     let (start, range) = match cie.fde_enc {
         Some(enc) => {
             let start = encoded_pointer(&mut c, enc, b, None)?;
@@ -517,7 +538,7 @@ fn row_at_inner(
         c.pos = data_end;
     }
     *row = cie.initial;
-    run(&mut c, cie, row, Some((start, svma)))?;
+    run(&mut c, cie, row, Some((start, svma)), stack)?;
     Some(Fast::Row(lsda, cie.personality))
 }
 
@@ -530,8 +551,8 @@ fn run(
     cie: &FastCie,
     row: &mut CompactRow,
     target: Option<(u64, u64)>,
+    stack: &mut [CompactRow; MAX_REMEMBER],
 ) -> Option<()> {
-    let mut stack = [CompactRow::EMPTY; MAX_REMEMBER];
     let mut depth = 0usize;
     let mut start = target.map_or(0, |t| t.0);
     let offset_rule = |factored: i64| -> Option<Packed> {
