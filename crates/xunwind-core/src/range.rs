@@ -274,9 +274,14 @@ impl<K: RangeKey> RangeTable<K> {
             }
             index.push(count as u32);
         }
+        // One sentinel after the last entry: it begins after every key (keys are below the
+        // span, the sentinel at the largest offset), so the search's last step may read one
+        // past a block that ends the table without a bounds case of its own.
+        let sentinel = K::from_u64(K::MAX_SPAN);
         let entries = kept
             .iter()
             .map(|&(b, e)| [K::from_u64(b - base), K::from_u64(e - base)])
+            .chain([[sentinel, sentinel]])
             .collect();
         Ok(RangeTable {
             base,
@@ -303,9 +308,24 @@ impl<K: RangeKey> RangeTable<K> {
             _ => return None,
         };
         let key = K::from_u64(off);
-        let window = self.entries.get(lo..hi)?;
-        let pos = (lo + count_le(window, key)).checked_sub(1)?;
-        let [_, end] = *self.entries.get(pos)?;
+        let e = &*self.entries;
+        // The last entry of the block beginning at or before `key`, or the block's first
+        // entry when none does; a fixed dependency chain of conditional moves.
+        let mut at = lo;
+        let mut size = hi.saturating_sub(lo);
+        while size > 1 {
+            let half = size / 2;
+            // The comparison is a coin flip for random addresses: force a conditional move,
+            // which LLVM does not choose by itself inside this loop (measured: ~40% faster
+            // at 10k).
+            at = core::hint::select_unpredictable(e.get(at + half)?[0] <= key, at + half, at);
+            size -= half;
+        }
+        // Nothing in the block begins at or before `key` (or the block is empty): the
+        // candidate is the entry before it. Entry 0 begins at offset 0, so this never
+        // steps below it; `at` is at most the sentinel's index.
+        let pos = at.checked_sub((e.get(at)?[0] > key) as usize)?;
+        let [_, end] = *e.get(pos)?;
         if key < end {
             Some(match &self.remap {
                 None => pos,
@@ -333,11 +353,15 @@ impl<K: RangeKey> RangeTable<K> {
 
     /// Number of searchable (non-empty) ranges.
     pub fn searchable_len(&self) -> usize {
-        self.entries.len()
+        // Less the sentinel.
+        self.entries.len().saturating_sub(1)
     }
 
     /// The `(begin, end)` of the `i`-th searchable range (not an input index).
     pub fn searchable_range(&self, i: usize) -> Option<(u64, u64)> {
+        if i >= self.searchable_len() {
+            return None;
+        }
         let [b, e] = *self.entries.get(i)?;
         Some((self.base + b.to_u64(), self.base + e.to_u64()))
     }
@@ -354,25 +378,6 @@ impl<K: RangeKey> RangeTable<K> {
     pub fn block_shift(&self) -> u32 {
         self.shift
     }
-}
-
-/// Number of leading entries whose begin is `<= key`, by a branchless halving search.
-#[inline(always)]
-fn count_le<K: RangeKey>(s: &[[K; 2]], key: K) -> usize {
-    let mut size = s.len();
-    if size == 0 {
-        return 0;
-    }
-    let mut base = 0usize;
-    while size > 1 {
-        let half = size / 2;
-        let mid = base + half;
-        // The comparison is a coin flip for random addresses: force a conditional move, which
-        // LLVM does not choose by itself inside this loop (measured: ~40% faster at 10k).
-        base = core::hint::select_unpredictable(s[mid][0] <= key, mid, base);
-        size -= half;
-    }
-    base + (s[base][0] <= key) as usize
 }
 
 #[cfg(test)]
