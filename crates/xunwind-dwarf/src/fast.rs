@@ -521,9 +521,6 @@ fn row_at_inner(
         }
         None => (c.u64()?, c.u64()?),
     };
-    if !(start <= svma && svma < start.wrapping_add(range)) {
-        return Some(Fast::NotCovered);
-    }
     let mut lsda = None;
     if cie.augmented {
         let len = usize::try_from(c.uleb()?).ok()?;
@@ -536,6 +533,11 @@ fn row_at_inner(
             lsda = Some(encoded_pointer(&mut d, enc, b, Some(start))?);
         }
         c.pos = data_end;
+    }
+    // Only an FDE gimli would parse whole may say "not covered": a malformed one declines, so
+    // that gimli's path reports it.
+    if !(start <= svma && svma < start.wrapping_add(range)) {
+        return Some(Fast::NotCovered);
     }
     *row = cie.initial;
     run(&mut c, cie, row, Some((start, svma)), stack)?;
