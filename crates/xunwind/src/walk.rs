@@ -175,6 +175,10 @@ impl WalkCache {
     }
 }
 
+/// Frames allocated up front: most stacks fit, so a walk does not copy its frames (~430 bytes
+/// each) while growing.
+const INITIAL_FRAMES: usize = 64;
+
 const EXACT: u8 = 1;
 const LIVE: u8 = 2;
 
@@ -272,7 +276,7 @@ impl Sink for Pcs<'_> {
 impl StackWalker {
     /// Walks the stack whose innermost frame has registers `regs`.
     pub fn walk(&self, space: &AddressSpace<'_>, regs: &Regs, mem: &dyn MemoryReader) -> Walk {
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(self.max_frames.min(INITIAL_FRAMES));
         let stop = self.run(space, regs, mem, Lookup { cache: None }, &mut frames);
         Walk { frames, stop }
     }
@@ -286,7 +290,7 @@ impl StackWalker {
         mem: &dyn MemoryReader,
         cache: &mut WalkCache,
     ) -> Walk {
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(self.max_frames.min(INITIAL_FRAMES));
         let stop = self.run(space, regs, mem, Self::lookup(space, cache), &mut frames);
         Walk { frames, stop }
     }
