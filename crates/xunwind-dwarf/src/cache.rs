@@ -50,9 +50,6 @@ pub(crate) fn slot(svma: u64) -> usize {
     (svma.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros())) as usize
 }
 
-/// Most bytes of saved slots read in one call (16 slots of 8 bytes).
-const SPAN: usize = 128;
-
 /// DWARF register `n` (0-15 GPRs, 16 the pc) of `regs`, if known.
 #[inline]
 fn reg(regs: &Regs, n: u8) -> Option<u64> {
@@ -86,26 +83,8 @@ pub(crate) fn apply(
     let rules: &[Packed] = row.packed();
     let mut vals = [0u64; crate::fast::MAX_RULES];
     let mut known = 0u32;
-    // The saved slots usually sit together below the CFA: one read of the span they cover
-    // instead of one call per slot. If it fails, the slots are read one by one, so an error
-    // names the same slot as on gimli's path.
-    let (mut lo, mut hi) = (i16::MAX, i16::MIN);
-    for p in rules.iter().filter(|p| p.kind == 0) {
-        lo = lo.min(p.val);
-        hi = hi.max(p.val);
-    }
-    let mut span = [0u8; SPAN];
-    let span_len = (i32::from(hi) - i32::from(lo) + 8) as usize;
-    let span_at = cfa.wrapping_add(i64::from(lo) as u64);
-    let spanned = lo <= hi && span_len <= SPAN && mem.read(span_at, &mut span[..span_len]).is_ok();
     for (i, (p, v)) in rules.iter().zip(vals.iter_mut()).enumerate() {
         let got = match p.kind {
-            0 if spanned => {
-                let at = (i32::from(p.val) - i32::from(lo)) as usize;
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&span[at..at + 8]);
-                Some(u64::from_le_bytes(b))
-            }
             0 => Some(mem.read_u64(cfa.wrapping_add(p.val as i64 as u64))?),
             1 => reg(regs, p.reg),
             _ => reg(regs, p.val as u8),
