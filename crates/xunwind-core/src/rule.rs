@@ -157,7 +157,7 @@ pub fn unwind_by_rule(
     mut pointers: Option<&mut ContextPointers>,
 ) -> Result<StepInfo, crate::UnwindError> {
     if let Some(pc) = regs.rip() {
-        if let Some(rule) = walker.rule(pc, pc_kind) {
+        if let Some(rule) = walker.rule(pc, pc_kind, mem) {
             if let Some(info) = rule.apply(regs, mem, pointers.as_deref_mut()) {
                 return Ok(info);
             }

@@ -288,9 +288,11 @@ pub trait FrameWalker {
 
     /// The rule at `pc` as a [`crate::CompactRule`], when it reduces to one, for caches keyed by
     /// pc; `None` (the default) when it does not or the walker does not say. Applying the rule
-    /// must give what [`FrameWalker::unwind`] gives at that pc whenever its reads succeed.
-    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<crate::CompactRule> {
-        let _ = (pc, pc_kind);
+    /// to memory like `mem` must give what [`FrameWalker::unwind`] gives at that pc whenever
+    /// its reads succeed. `mem` is only for values the loader fixed before the code ran (a
+    /// DWARF personality routine read through its GOT slot), which the rule keeps.
+    fn rule(&self, pc: u64, pc_kind: PcKind, mem: &dyn MemoryReader) -> Option<crate::CompactRule> {
+        let _ = (pc, pc_kind, mem);
         None
     }
 
@@ -329,7 +331,7 @@ impl<W: FrameWalker + ?Sized> FrameWalker for &W {
         (**self).step(regs, pc_kind, mem)
     }
 
-    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<crate::CompactRule> {
-        (**self).rule(pc, pc_kind)
+    fn rule(&self, pc: u64, pc_kind: PcKind, mem: &dyn MemoryReader) -> Option<crate::CompactRule> {
+        (**self).rule(pc, pc_kind, mem)
     }
 }

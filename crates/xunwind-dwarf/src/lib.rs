@@ -33,7 +33,8 @@ use gimli::{
 };
 use object::{Object, ObjectSection, ObjectSegment};
 use xunwind_core::{
-    ContextPointers, FrameWalker, MemoryReader, PcKind, Regs, Step, StepInfo, UnwindError,
+    CompactRule, ContextPointers, FrameWalker, MemoryReader, PcKind, Regs, Step, StepInfo, Trust,
+    UnwindError,
 };
 
 pub use fast::{CompactRow, Rule};
@@ -481,6 +482,32 @@ fn gimli_reason(e: gimli::Error) -> &'static str {
 }
 
 impl FrameWalker for DwarfUnwinder<'_> {
+    /// The fast path's row at the pc, when it is loads from the CFA (plus same-value rules) and
+    /// its handler, if any, resolves: rows with register copies, expressions or an unreadable
+    /// personality pointer take `unwind`.
+    fn rule(&self, pc: u64, pc_kind: PcKind, mem: &dyn MemoryReader) -> Option<CompactRule> {
+        if !self.fast_path {
+            return None;
+        }
+        let svma = pc_kind.lookup_address(pc).wrapping_sub(self.bias);
+        let mut fresh = fast::CieCache::default();
+        let mut guard = self.scratch.try_borrow_mut();
+        let cies = match guard.as_deref_mut() {
+            Ok(s) => &mut s.fast_cies,
+            Err(_) => &mut fresh,
+        };
+        let mut row = CompactRow::EMPTY;
+        let fast::Fast::Row(lsda, personality) = self.fast_row_with(cies, svma, &mut row) else {
+            return None;
+        };
+        drop(guard);
+        let (handler, resolved) = eval::handler_of(self, personality, lsda, mem);
+        if !resolved {
+            return None;
+        }
+        compact_rule(&row, handler)
+    }
+
     fn unwind(
         &self,
         regs: &mut Regs,
@@ -634,6 +661,43 @@ impl<'d> DwarfUnwinder<'d> {
             None => RowLookup::Declined,
         })
     }
+}
+
+/// A compact row as the walker-independent [`CompactRule`]: what `cache::apply` does to the
+/// registers, expressed as loads from the CFA and a mask of registers that stay known.
+fn compact_rule(row: &CompactRow, handler: Option<xunwind_core::Handler>) -> Option<CompactRule> {
+    let (cfa_reg, cfa_off) = row.cfa();
+    let base = *eval::DWARF_GPR.get(usize::from(cfa_reg))?;
+    let mut ra = None;
+    let mut keep = cache::CALLEE_SAVED_MASK | Regs::bit(xunwind_core::Reg::Rsp) | Regs::rip_bit();
+    let mut saves = [(xunwind_core::Reg::Rax, 0i64); xunwind_core::RULE_SAVES];
+    let mut n = 0;
+    for (reg, rule) in row.rules() {
+        match (reg, rule) {
+            (16, Rule::Offset(off)) => ra = Some(off),
+            (16, _) => return None,
+            (r, Rule::Offset(off)) => {
+                let r = *eval::DWARF_GPR.get(usize::from(r))?;
+                *saves.get_mut(n)? = (r, off);
+                n += 1;
+                keep |= Regs::bit(r);
+            }
+            (r, Rule::SameValue) => keep |= Regs::bit(*eval::DWARF_GPR.get(usize::from(r))?),
+            (_, Rule::Register(_)) => return None,
+        }
+    }
+    let mut rule = CompactRule::new(base, cfa_off, i32::try_from(ra?).ok()?, Trust::Cfi)
+        .with_keep(keep)
+        .with_handler(handler)
+        .with_caller_pc(if row.is_signal_frame() {
+            PcKind::Exact
+        } else {
+            PcKind::ReturnAddress
+        });
+    for &(r, off) in &saves[..n] {
+        rule = rule.save(r, off)?;
+    }
+    Some(rule)
 }
 
 /// What [`DwarfUnwinder::fast_row`] and [`DwarfUnwinder::reference_row`] found.

@@ -486,7 +486,7 @@ impl OrcTable {
 impl FrameWalker for OrcTable {
     /// CALL entries whose sp is rsp or rbp plus an offset and whose bp is kept or saved
     /// relative to the caller's sp: nearly every entry of a kernel's text.
-    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<CompactRule> {
+    fn rule(&self, pc: u64, pc_kind: PcKind, _: &dyn MemoryReader) -> Option<CompactRule> {
         let e = OrcTable::rule(self, pc, pc_kind)?;
         if e.ty != OrcType::Call {
             return None;

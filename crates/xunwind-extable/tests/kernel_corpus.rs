@@ -350,7 +350,7 @@ fn orc_compact_rules_equal_unwind() {
     for _ in 0..100_000 {
         let pc = t.text().0 + rng.next() % (t.text().1 - t.text().0);
         for kind in [PcKind::Exact, PcKind::ReturnAddress] {
-            let rule = FrameWalker::rule(&t, pc, kind);
+            let rule = FrameWalker::rule(&t, pc, kind, &mem);
             rules += rule.is_some() as usize;
             if rule.is_none() {
                 if let Some(e) = t.rule(pc, kind) {

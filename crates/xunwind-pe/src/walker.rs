@@ -176,7 +176,7 @@ pub(crate) const VOLATILE: u64 = Regs::bit(Reg::Rax)
 
 impl FrameWalker for PeUnwinder<'_> {
     /// Bodies and version 1 epilogs of compiled functions, and leaves (no entry).
-    fn rule(&self, pc: u64, pc_kind: PcKind) -> Option<CompactRule> {
+    fn rule(&self, pc: u64, pc_kind: PcKind, _: &dyn MemoryReader) -> Option<CompactRule> {
         let lookup = pc_kind.lookup_address(pc);
         let slot = u32::try_from(lookup.wrapping_sub(self.base))
             .ok()

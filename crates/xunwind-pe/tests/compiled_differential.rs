@@ -178,7 +178,7 @@ fn compare(
         .zip([kind; 2])
         .filter_map(|(u, k)| Some((u, k?)))
     {
-        let rule = unwinder.rule(pc, kind);
+        let rule = unwinder.rule(pc, kind, mem);
         let in_epilog = matches!(
             unwinder.virtual_unwind(lookup_pc, pc, &mut initial(pc), None, 0, mem),
             Ok(Some(o)) if o.in_epilog

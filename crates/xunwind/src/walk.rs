@@ -95,6 +95,8 @@ impl Default for StackWalker {
 /// Direct-mapped, keyed by pc and how it is looked up; filled from [`FrameWalker::rule`] and
 /// emptied when used with another [`AddressSpace`] or after the space changed. Results are the
 /// same as [`StackWalker::walk`]'s (a rule whose reads fail defers to the module's unwinder).
+/// One cache serves one process: a rule may keep a value the loader fixed in its memory (a
+/// DWARF personality routine's GOT slot), as the unwinders' own caches do.
 ///
 /// [`FrameWalker::rule`]: xunwind_core::FrameWalker::rule
 #[derive(Clone)]
@@ -195,6 +197,7 @@ impl Lookup<'_> {
         space: &AddressSpace<'_>,
         pc: u64,
         kind: PcKind,
+        mem: &dyn MemoryReader,
     ) -> (Option<ModuleId>, Option<usize>) {
         let Some(cache) = self.cache.as_deref_mut() else {
             return (
@@ -215,7 +218,7 @@ impl Lookup<'_> {
             pc,
             flags,
             module: id.0,
-            rule: m.walker.rule(pc, kind),
+            rule: m.walker.rule(pc, kind, mem),
         };
         (Some(id), Some(i))
     }
@@ -334,7 +337,7 @@ impl StackWalker {
             return StopReason::MissingRegisters;
         };
         // The module owning each frame's pc is found once: it names the frame and unwinds it.
-        let (mut module, mut slot) = lookup.find(space, pc, PcKind::Exact);
+        let (mut module, mut slot) = lookup.find(space, pc, PcKind::Exact, mem);
         sink.push(pc, sp, Trust::Context, module, regs);
         // `cur` is unwound in place; a failed unwind falls back from the frame's registers as
         // the sink kept them, or from a copy taken before the unwind when it keeps none.
@@ -378,7 +381,7 @@ impl StackWalker {
             if npc == 0 {
                 return StopReason::EndOfStack;
             }
-            (module, slot) = lookup.find(space, npc, next_kind);
+            (module, slot) = lookup.find(space, npc, next_kind, mem);
             if module.is_none() && mem.read(npc, &mut [0u8]).is_err() {
                 return StopReason::UnmappedReturnAddress(npc);
             }
