@@ -490,20 +490,45 @@ impl FrameWalker for DwarfUnwinder<'_> {
             return None;
         }
         let svma = pc_kind.lookup_address(pc).wrapping_sub(self.bias);
-        let mut fresh = fast::CieCache::default();
         let mut guard = self.scratch.try_borrow_mut();
-        let cies = match guard.as_deref_mut() {
-            Ok(s) => &mut s.fast_cies,
-            Err(_) => &mut fresh,
+        let mut fresh;
+        let scratch: &mut Scratch<'_> = match guard.as_deref_mut() {
+            Ok(s) => s,
+            Err(_) => {
+                fresh = Scratch::new();
+                &mut fresh
+            }
         };
+        // The row cache first, as `unwind` would: a caller's cache that misses often (more
+        // frames than slots) then costs a slot probe here, not a row evaluation.
+        let mut slot = None;
+        if self.rule_cache {
+            if scratch.rows.is_empty() {
+                scratch.rows.resize(cache::SLOTS, cache::CachedRow::EMPTY);
+            }
+            let s = &mut scratch.rows[cache::slot(svma)];
+            if s.live && s.key == svma {
+                return compact_rule(&s.row, s.handler);
+            }
+            slot = Some(s);
+        }
         let mut row = CompactRow::EMPTY;
-        let fast::Fast::Row(lsda, personality) = self.fast_row_with(cies, svma, &mut row) else {
+        let fast::Fast::Row(lsda, personality) =
+            self.fast_row_with(&mut scratch.fast_cies, svma, &mut row)
+        else {
             return None;
         };
-        drop(guard);
         let (handler, resolved) = eval::handler_of(self, personality, lsda, mem);
         if !resolved {
             return None;
+        }
+        if let Some(s) = slot.filter(|_| row.has_return_address()) {
+            *s = cache::CachedRow {
+                key: svma,
+                live: true,
+                row,
+                handler,
+            };
         }
         compact_rule(&row, handler)
     }
