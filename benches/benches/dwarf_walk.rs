@@ -157,15 +157,9 @@ impl Clock {
         if self.wall {
             return self.epoch.elapsed();
         }
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec through a pointer to a live local.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID unavailable");
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .expect("CLOCK_THREAD_CPUTIME_ID unavailable");
+        Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
     }
 }
 
