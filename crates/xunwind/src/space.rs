@@ -3,7 +3,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 use xunwind_core::{FrameWalker, RangeTable, RangeTableError};
 
 /// A loaded module: its address range, how to unwind it, and its executable ranges.
@@ -45,13 +45,26 @@ pub struct ModuleId(pub(crate) usize);
 ///
 /// Lookups go through a [`RangeTable`] over 64-bit addresses, rebuilt when modules are added or
 /// removed (rare next to lookups). Overlapping modules are refused.
-#[derive(Default)]
 pub struct AddressSpace<'a> {
     slots: Vec<Option<Module<'a>>>,
     /// Slot indices in address order, parallel to the range table's entries.
     order: Vec<usize>,
     index: RangeTable<u64>,
     generation: u64,
+    /// Differs between spaces, so a cache filled from one is never taken for another's.
+    id: u64,
+}
+
+impl Default for AddressSpace<'_> {
+    fn default() -> Self {
+        AddressSpace {
+            slots: Vec::new(),
+            order: Vec::new(),
+            index: RangeTable::default(),
+            generation: 0,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl fmt::Debug for AddressSpace<'_> {
@@ -80,9 +93,7 @@ impl<'a> AddressSpace<'a> {
         let index = RangeTable::new(order.iter().map(|&i| range(i)))?;
         self.order = order;
         self.index = index;
-        // Unique across all spaces, so a cache filled from one space is never taken for
-        // another's.
-        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        self.generation += 1;
         Ok(())
     }
 
@@ -172,10 +183,15 @@ impl<'a> AddressSpace<'a> {
             .is_some_and(|(_, m)| m.is_executable(addr))
     }
 
-    /// Changes on every change of the module map, and differs between spaces (0 only for a
-    /// space that never held a module), so caches keyed by address can be invalidated.
+    /// Bumped on every change, so caches keyed by address can be invalidated.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Differs between spaces (together with [`AddressSpace::generation`] it names one state
+    /// of one space's module map).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Number of modules.

@@ -101,7 +101,8 @@ impl Default for StackWalker {
 /// [`FrameWalker::rule`]: xunwind_core::FrameWalker::rule
 #[derive(Clone)]
 pub struct WalkCache {
-    generation: u64,
+    /// The space (id, generation) the entries were filled from.
+    owner: (u64, u64),
     shift: u32,
     entries: Box<[Entry]>,
 }
@@ -147,7 +148,7 @@ impl WalkCache {
     pub fn with_capacity(slots: usize) -> Self {
         let n = slots.clamp(1, 1 << 20).next_power_of_two();
         WalkCache {
-            generation: 0,
+            owner: (0, 0),
             shift: 64 - n.trailing_zeros(),
             entries: vec![EMPTY; n].into_boxed_slice(),
         }
@@ -318,9 +319,10 @@ impl StackWalker {
     }
 
     fn lookup<'c>(space: &AddressSpace<'_>, cache: &'c mut WalkCache) -> Lookup<'c> {
-        if cache.generation != space.generation() {
+        let owner = (space.id(), space.generation());
+        if cache.owner != owner {
             cache.clear();
-            cache.generation = space.generation();
+            cache.owner = owner;
         }
         Lookup { cache: Some(cache) }
     }

@@ -234,3 +234,53 @@ fn add_modules_builds_once_and_leaves_out_overlaps() {
     assert_eq!(sp.module_at(BASE + 5).unwrap().1.name, "test.dll");
     assert!(sp.module_at(BASE + 0x21100).is_none());
 }
+
+/// A WalkCache filled from one space is not taken for another, even one at the same
+/// generation with a module at the same address; and a change to a space empties it.
+#[test]
+fn walk_cache_follows_its_space() {
+    use xunwind::WalkCache;
+    let img = image();
+    let with_pdata = space(&img);
+    // The same bytes without .pdata: every pc takes the leaf rule.
+    let mut leaf_only = AddressSpace::new();
+    leaf_only
+        .add_module(Module {
+            name: "test.dll".into(),
+            base: BASE,
+            size: img.len() as u64,
+            walker: Box::new(PeUnwinder::new(
+                PeImage::from_parts(&img, BASE, 0x3000, 0),
+                BASE,
+            )),
+            executable: vec![(BASE + 0x1000, BASE + 0x2000)],
+        })
+        .unwrap();
+    assert_eq!(with_pdata.generation(), leaf_only.generation());
+    assert_ne!(with_pdata.id(), leaf_only.id());
+    let mut st = vec![0u8; 0x400];
+    put(&mut st, STACK + 0x20, 0xbbbb);
+    put(&mut st, STACK + 0x28, BASE + 0x1120);
+    put(&mut st, STACK + 0x58, BASE + 0x1250);
+    let mem = SliceMemory::new(STACK, &st);
+    let mut regs = Regs::with_gprs(BASE + 0x1010, [0; 16]);
+    regs.set(Reg::Rsp, STACK);
+    let walker = StackWalker::default();
+    let mut cache = WalkCache::new();
+    let a = walker.walk_cached(&with_pdata, &regs, &mem, &mut cache);
+    let b = walker.walk_cached(&leaf_only, &regs, &mem, &mut cache);
+    let want_b = walker.walk(&leaf_only, &regs, &mem);
+    let pcs = |w: &xunwind::Walk| w.frames.iter().map(|f| f.pc).collect::<Vec<_>>();
+    assert_eq!(pcs(&a)[1], BASE + 0x1120);
+    assert_eq!(pcs(&b), pcs(&want_b));
+    assert_ne!(pcs(&a), pcs(&b), "the two spaces walk differently");
+    // After a change to the space, the cache starts over.
+    assert!(!cache.is_empty());
+    let mut changed = space(&img);
+    walker.walk_cached(&changed, &regs, &mem, &mut cache);
+    let filled = cache.len();
+    changed.remove_module(changed.module_at(BASE).unwrap().0);
+    let w = walker.walk_cached(&changed, &regs, &mem, &mut cache);
+    assert!(filled > 0 && cache.is_empty());
+    assert_eq!(w.frames.len(), 1);
+}
