@@ -32,21 +32,21 @@
 //! Run: `cargo bench -p xunwind-benches --bench dwarf_walk -- --warm-up-time 1
 //! --measurement-time 3`. Override the library directory with `XUNWIND_ELF_DIR`.
 
+mod common;
+use common::{framehop_walk, xunwind_steps, FRAMES};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{ExplicitModuleSectionInfo, FrameAddress, Unwinder};
+use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
+use framehop::{ExplicitModuleSectionInfo, Unwinder};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use xunwind::core::{PcKind, Reg, SliceMemory};
 use xunwind::{AddressSpace, StackWalker, WalkCache};
 use xunwind_benches::elf_stacks::{
     build_stack, call_sites, dwarf_space, place, read_shared_objects, system_lib_dir, LoadedElf,
-    Stack, SITES_PER_MODULE, STACK_BASE,
+    Stack, SITES_PER_MODULE,
 };
 use xunwind_benches::SplitMix64;
 
-const FRAMES: usize = 32;
 const MODULES: usize = 300;
 const STACKS: usize = 64;
 
@@ -66,68 +66,6 @@ fn framehop_module<'a>(m: &LoadedElf<'a>) -> framehop::Module<&'a [u8]> {
         ..Default::default()
     };
     framehop::Module::new(m.name.clone(), m.base..m.base + l.size, m.base, info)
-}
-
-/// framehop's walk: the pcs of every frame, innermost first.
-fn framehop_walk(
-    unwinder: &UnwinderX86_64<&[u8]>,
-    cache: &mut CacheX86_64,
-    stack: &Stack,
-) -> Vec<u64> {
-    let mem = &stack.stack;
-    let mut read_stack = |addr: u64| -> Result<u64, ()> {
-        let o = usize::try_from(addr.checked_sub(STACK_BASE).ok_or(())?).map_err(|_| ())?;
-        let b = mem.get(o..o.checked_add(8).ok_or(())?).ok_or(())?;
-        Ok(u64::from_le_bytes(b.try_into().map_err(|_| ())?))
-    };
-    let pc = stack.regs.rip().unwrap_or(0);
-    let mut regs = UnwindRegsX86_64::new(
-        pc,
-        stack.regs.rsp().unwrap_or(0),
-        stack.regs.get(Reg::Rbp).unwrap_or(0),
-    );
-    let mut pcs = Vec::with_capacity(FRAMES);
-    pcs.push(pc);
-    let mut addr = FrameAddress::from_instruction_pointer(pc);
-    // Bounded like xunwind's walk: a frame limit.
-    while pcs.len() < 2 * FRAMES {
-        match unwinder.unwind_frame(addr, &mut regs, cache, &mut read_stack) {
-            Ok(Some(ra)) => {
-                pcs.push(ra);
-                match FrameAddress::from_return_address(ra) {
-                    Some(a) => addr = a,
-                    None => break,
-                }
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    pcs
-}
-
-/// xunwind's unwinders run directly (`FrameWalker::unwind` in place, no context pointers),
-/// collecting only the pcs as framehop does: the cost of the lookups and unwinds without
-/// `StackWalker`'s per-frame register sets and fallbacks.
-fn xunwind_steps(space: &AddressSpace<'_>, stack: &Stack, mem: &SliceMemory<'_>) -> Vec<u64> {
-    let mut regs = stack.regs.clone();
-    let mut kind = PcKind::Exact;
-    let mut pcs = Vec::with_capacity(FRAMES);
-    pcs.push(regs.rip().unwrap_or(0));
-    while pcs.len() < 2 * FRAMES {
-        let pc = regs.rip().unwrap_or(0);
-        let Some((_, m)) = space.module_at(kind.lookup_address(pc)) else {
-            break;
-        };
-        let Ok(step) = m.walker.unwind(&mut regs, kind, mem, None) else {
-            break;
-        };
-        kind = step.caller_pc;
-        match regs.rip() {
-            Some(0) | None => break,
-            Some(pc) => pcs.push(pc),
-        }
-    }
-    pcs
 }
 
 /// The first frame at which framehop's pcs differ from the intended ones (`None`: the same).

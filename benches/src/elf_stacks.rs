@@ -24,7 +24,6 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Endianness, Object, ObjectSection};
 use std::path::{Path, PathBuf};
-use xunwind::core::Reg;
 use xunwind::{AddressSpace, Module};
 use xunwind_dwarf::DwarfUnwinder;
 
@@ -38,26 +37,6 @@ pub const SITES_PER_MODULE: usize = 64;
 
 /// Largest CFA offset accepted for a frame (bigger frames would only make stacks huge).
 const MAX_FRAME: i64 = 0x1_0000;
-
-/// DWARF x86-64 register numbers 0..=15 in xunwind's encoding.
-const DWARF_GPRS: [Reg; 16] = [
-    Reg::Rax,
-    Reg::Rdx,
-    Reg::Rcx,
-    Reg::Rbx,
-    Reg::Rsi,
-    Reg::Rdi,
-    Reg::Rbp,
-    Reg::Rsp,
-    Reg::R8,
-    Reg::R9,
-    Reg::R10,
-    Reg::R11,
-    Reg::R12,
-    Reg::R13,
-    Reg::R14,
-    Reg::R15,
-];
 
 /// DWARF's return-address column on x86-64.
 const RA: Register = Register(16);
@@ -277,7 +256,7 @@ pub fn simple_layout<S: gimli::UnwindContextStorage<usize>>(
             RegisterRule::SameValue => {}
             RegisterRule::Offset(-8) if *reg == RA => has_ra = true,
             RegisterRule::Offset(k) if *reg != RA && *reg != Register(7) => {
-                let r = *DWARF_GPRS.get(usize::from(reg.0))?;
+                let r = xunwind_dwarf::dwarf_gpr(reg.0)?;
                 // Below the return address, not below the stack pointer.
                 if k > -16 || offset + k < 0 {
                     return None;
@@ -372,6 +351,7 @@ pub fn call_sites(modules: &[LoadedElf<'_>], per_module: usize) -> Vec<CallSite>
 mod tests {
     use super::*;
     use crate::SplitMix64;
+    use xunwind::core::Reg;
 
     fn libraries(limit: usize) -> Option<Vec<(String, Vec<u8>)>> {
         // Small ones: the test reads 40 files, not the LLVMs' hundreds of MiB.

@@ -61,13 +61,14 @@ fuzz_target!(|data: &[u8]| {
             ..UnwindOptions::default()
         };
         let cached = PeUnwinder::new(img.clone(), BASE).with_options(opts);
-        for ty in 0..4u8 {
+        // The reference on `entry`: result, registers and context pointers.
+        let reference = |entry: RuntimeFunction, ty: u8| {
             let mut regs = Regs::with_gprs(pc, gpr);
             let mut ptrs = ContextPointers::new();
-            let want = virtual_unwind(
+            let r = virtual_unwind(
                 &img,
                 BASE,
-                f,
+                entry,
                 pc,
                 &mut regs,
                 Some(&mut ptrs),
@@ -75,6 +76,10 @@ fuzz_target!(|data: &[u8]| {
                 &mem,
                 &opts,
             );
+            (r, regs, ptrs)
+        };
+        for ty in 0..4u8 {
+            let (want, regs, ptrs) = reference(f, ty);
             if let Some(c) = &compiled {
                 let mut regs2 = Regs::with_gprs(pc, gpr);
                 let mut ptrs2 = ContextPointers::new();
@@ -94,19 +99,7 @@ fuzz_target!(|data: &[u8]| {
             }
             // The cached unwinder on the entry the pc's lookup finds, twice (cold, then warm).
             if let Some(g) = looked_up {
-                let mut regs = Regs::with_gprs(pc, gpr);
-                let mut ptrs = ContextPointers::new();
-                let want = virtual_unwind(
-                    &img,
-                    BASE,
-                    g,
-                    pc,
-                    &mut regs,
-                    Some(&mut ptrs),
-                    ty,
-                    &mem,
-                    &opts,
-                );
+                let (want, regs, ptrs) = reference(g, ty);
                 for _ in 0..2 {
                     let mut regs2 = Regs::with_gprs(pc, gpr);
                     let mut ptrs2 = ContextPointers::new();

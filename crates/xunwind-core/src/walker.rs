@@ -249,6 +249,18 @@ impl Step {
         }
     }
 
+    /// Moves the step into a caller's in-place state, as [`FrameWalker::unwind`] leaves it:
+    /// `regs` becomes the caller's registers, `pointers` takes the ones this step recorded.
+    #[inline]
+    pub fn into_place(self, regs: &mut Regs, pointers: Option<&mut ContextPointers>) -> StepInfo {
+        if let Some(p) = pointers {
+            p.merge(&self.pointers);
+        }
+        let info = self.info();
+        *regs = self.regs;
+        info
+    }
+
     /// What the step found besides the registers.
     #[inline]
     pub fn info(&self) -> StepInfo {

@@ -38,6 +38,11 @@ use xunwind_core::{
 };
 
 pub use fast::{CompactRow, Rule};
+
+/// The x86-64 psABI's DWARF register `n` (0-15) as a general-purpose register.
+pub fn dwarf_gpr(n: u16) -> Option<xunwind_core::Reg> {
+    eval::DWARF_GPR.get(usize::from(n)).copied()
+}
 pub use index::FdeIndex;
 
 /// The reader gimli parses our borrowed sections with.
@@ -490,47 +495,18 @@ impl FrameWalker for DwarfUnwinder<'_> {
             return None;
         }
         let svma = pc_kind.lookup_address(pc).wrapping_sub(self.bias);
-        let mut guard = self.scratch.try_borrow_mut();
-        let mut fresh;
-        let scratch: &mut Scratch<'_> = match guard.as_deref_mut() {
-            Ok(s) => s,
-            Err(_) => {
-                fresh = Scratch::new();
-                &mut fresh
-            }
-        };
-        // The row cache first, as `unwind` would: a caller's cache that misses often (more
-        // frames than slots) then costs a slot probe here, not a row evaluation.
-        let mut slot = None;
-        if self.rule_cache {
-            if scratch.rows.is_empty() {
-                scratch.rows.resize(cache::SLOTS, cache::CachedRow::EMPTY);
-            }
-            let s = &mut scratch.rows[cache::slot(svma)];
-            if s.live && s.key == svma {
-                return compact_rule(&s.row, s.handler);
-            }
-            slot = Some(s);
-        }
-        let mut row = CompactRow::EMPTY;
-        let fast::Fast::Row(lsda, personality) =
-            self.fast_row_with(&mut scratch.fast_cies, svma, &mut row)
-        else {
-            return None;
-        };
-        let (handler, resolved) = eval::handler_of(self, personality, lsda, mem);
-        if !resolved {
-            return None;
-        }
-        if let Some(s) = slot.filter(|_| row.has_return_address()) {
-            *s = cache::CachedRow {
-                key: svma,
-                live: true,
-                row,
-                handler,
+        self.with_scratch(|scratch| {
+            // The row cache first, as `unwind` would: a caller's cache that misses often (more
+            // frames than slots) then costs a slot probe here, not a row evaluation.
+            let slot = match self.probe(&mut scratch.rows, svma) {
+                Ok(hit) => return compact_rule(&hit.row, hit.handler),
+                Err(slot) => slot,
             };
-        }
-        compact_rule(&row, handler)
+            match self.fast_row_cached(&mut scratch.fast_cies, slot, svma, mem) {
+                Ok((row, handler, true)) => compact_rule(&row, handler),
+                _ => None,
+            }
+        })
     }
 
     fn unwind(
@@ -542,61 +518,93 @@ impl FrameWalker for DwarfUnwinder<'_> {
     ) -> Result<StepInfo, UnwindError> {
         let pc = regs.rip().ok_or(UnwindError::MissingRip)?;
         let svma = pc_kind.lookup_address(pc).wrapping_sub(self.bias);
-        // Re-entrancy (a walker used from inside its own step) gets fresh scratch, not a panic.
-        let mut guard = self.scratch.try_borrow_mut();
-        let mut fresh;
-        let scratch: &mut Scratch<'_> = match guard.as_deref_mut() {
-            Ok(s) => s,
-            Err(_) => {
-                fresh = Scratch::new();
-                &mut fresh
-            }
-        };
-        let Scratch {
-            rows,
-            ctx,
-            cies,
-            fast_cies,
-        } = scratch;
-        let mut slot = None;
-        if self.rule_cache {
-            if rows.is_empty() {
-                rows.resize(cache::SLOTS, cache::CachedRow::EMPTY);
-            }
-            let s = &mut rows[cache::slot(svma)];
-            if s.live && s.key == svma {
-                return cache::apply(&s.row, s.handler, regs, mem, pointers);
-            }
-            slot = Some(s);
-        }
-        if self.fast_path {
-            let mut row = CompactRow::EMPTY;
-            match self.fast_row_with(fast_cies, svma, &mut row) {
-                fast::Fast::Row(lsda, personality) => {
-                    let (handler, resolved) = eval::handler_of(self, personality, lsda, mem);
-                    if let Some(s) = slot.filter(|_| resolved && row.has_return_address()) {
-                        *s = cache::CachedRow {
-                            key: svma,
-                            live: true,
-                            row,
-                            handler,
-                        };
+        self.with_scratch(|scratch| {
+            let Scratch {
+                rows,
+                ctx,
+                cies,
+                fast_cies,
+            } = scratch;
+            let mut slot = match self.probe(rows, svma) {
+                Ok(hit) => return cache::apply(&hit.row, hit.handler, regs, mem, pointers),
+                Err(slot) => slot,
+            };
+            if self.fast_path {
+                match self.fast_row_cached(fast_cies, slot.as_deref_mut(), svma, mem) {
+                    Ok((row, handler, _)) => {
+                        return cache::apply(&row, handler, regs, mem, pointers);
                     }
-                    return cache::apply(&row, handler, regs, mem, pointers);
+                    Err(fast::Fast::NotCovered) if self.debug_frame.is_none() => {
+                        return Err(UnwindError::NoUnwindInfo { pc });
+                    }
+                    Err(_) => {}
                 }
-                fast::Fast::NotCovered if self.debug_frame.is_none() => {
-                    return Err(UnwindError::NoUnwindInfo { pc });
-                }
-                fast::Fast::NotCovered | fast::Fast::Decline => {}
             }
+            Ok(self
+                .reference_step(ctx, cies, slot, svma, pc, regs, mem)?
+                .into_place(regs, pointers))
+        })
+    }
+}
+
+impl<'d> DwarfUnwinder<'d> {
+    /// Runs `f` on the scratch state; re-entrancy (a walker used from inside its own step)
+    /// gets fresh scratch, not a panic.
+    #[inline]
+    fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch<'d>) -> R) -> R {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut s) => f(&mut s),
+            Err(_) => f(&mut Scratch::new()),
         }
-        let s = self.reference_step(ctx, cies, slot, svma, pc, regs, mem)?;
-        if let Some(p) = pointers {
-            p.merge(&s.pointers);
+    }
+
+    /// The rule cache's slot for `svma`: `Ok` with the row on a hit, else the slot to fill
+    /// (`None` when the cache is off). The slots are allocated on first use.
+    #[inline]
+    fn probe<'r>(
+        &self,
+        rows: &'r mut Vec<cache::CachedRow>,
+        svma: u64,
+    ) -> Result<&'r cache::CachedRow, Option<&'r mut cache::CachedRow>> {
+        if !self.rule_cache {
+            return Err(None);
         }
-        let info = s.info();
-        *regs = s.regs;
-        Ok(info)
+        if rows.is_empty() {
+            rows.resize(cache::SLOTS, cache::CachedRow::EMPTY);
+        }
+        let s = &mut rows[cache::slot(svma)];
+        if s.live && s.key == svma {
+            Ok(s)
+        } else {
+            Err(Some(s))
+        }
+    }
+
+    /// The fast path's row at `svma`, its handler and whether the handler resolved; stored in
+    /// `slot` when it can be (a resolved handler and a return-address rule). `Err` is the fast
+    /// path's verdict when it has no row.
+    fn fast_row_cached(
+        &self,
+        cies: &mut fast::CieCache,
+        slot: Option<&mut cache::CachedRow>,
+        svma: u64,
+        mem: &dyn MemoryReader,
+    ) -> Result<(CompactRow, Option<xunwind_core::Handler>, bool), fast::Fast> {
+        let mut row = CompactRow::EMPTY;
+        let (lsda, personality) = match self.fast_row_with(cies, svma, &mut row) {
+            fast::Fast::Row(lsda, personality) => (lsda, personality),
+            verdict => return Err(verdict),
+        };
+        let (handler, resolved) = eval::handler_of(self, personality, lsda, mem);
+        if let Some(s) = slot.filter(|_| resolved && row.has_return_address()) {
+            *s = cache::CachedRow {
+                key: svma,
+                live: true,
+                row,
+                handler,
+            };
+        }
+        Ok((row, handler, resolved))
     }
 }
 
@@ -692,7 +700,7 @@ impl<'d> DwarfUnwinder<'d> {
 /// registers, expressed as loads from the CFA and a mask of registers that stay known.
 fn compact_rule(row: &CompactRow, handler: Option<xunwind_core::Handler>) -> Option<CompactRule> {
     let (cfa_reg, cfa_off) = row.cfa();
-    let base = *eval::DWARF_GPR.get(usize::from(cfa_reg))?;
+    let base = dwarf_gpr(cfa_reg)?;
     let mut ra = None;
     let mut keep = cache::CALLEE_SAVED_MASK | Regs::bit(xunwind_core::Reg::Rsp) | Regs::rip_bit();
     let mut saves = [(xunwind_core::Reg::Rax, 0i64); xunwind_core::RULE_SAVES];
@@ -702,12 +710,12 @@ fn compact_rule(row: &CompactRow, handler: Option<xunwind_core::Handler>) -> Opt
             (16, Rule::Offset(off)) => ra = Some(off),
             (16, _) => return None,
             (r, Rule::Offset(off)) => {
-                let r = *eval::DWARF_GPR.get(usize::from(r))?;
+                let r = dwarf_gpr(r)?;
                 *saves.get_mut(n)? = (r, off);
                 n += 1;
                 keep |= Regs::bit(r);
             }
-            (r, Rule::SameValue) => keep |= Regs::bit(*eval::DWARF_GPR.get(usize::from(r))?),
+            (r, Rule::SameValue) => keep |= Regs::bit(dwarf_gpr(r)?),
             (_, Rule::Register(_)) => return None,
         }
     }

@@ -519,13 +519,7 @@ impl FrameWalker for OrcTable {
         mem: &dyn MemoryReader,
         pointers: Option<&mut ContextPointers>,
     ) -> core::result::Result<StepInfo, UnwindError> {
-        let s = self.step(regs, pc_kind, mem)?;
-        if let Some(p) = pointers {
-            p.merge(&s.pointers);
-        }
-        let info = s.info();
-        *regs = s.regs;
-        Ok(info)
+        Ok(self.step(regs, pc_kind, mem)?.into_place(regs, pointers))
     }
 
     /// One ORC step. The end of the stack is reported as a caller with rip 0 (the walkers'

@@ -4,7 +4,10 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-use xunwind_core::{FrameWalker, RangeTable, RangeTableError};
+use xunwind_core::{
+    ContextPointers, FrameWalker, MemoryReader, PcKind, RangeTable, RangeTableError, Regs,
+    StepInfo, UnwindError,
+};
 
 /// A loaded module: its address range, how to unwind it, and its executable ranges.
 pub struct Module<'a> {
@@ -34,6 +37,24 @@ impl Module<'_> {
     /// Whether `addr` lies in one of the executable ranges.
     pub fn is_executable(&self, addr: u64) -> bool {
         self.executable.iter().any(|&(b, e)| b <= addr && addr < e)
+    }
+}
+
+/// The walker of a module without usable unwind information: every step fails, so the stack
+/// walker falls back to the frame pointer and the scan.
+pub(crate) struct NoUnwindInfo;
+
+impl FrameWalker for NoUnwindInfo {
+    fn unwind(
+        &self,
+        regs: &mut Regs,
+        _: PcKind,
+        _: &dyn MemoryReader,
+        _: Option<&mut ContextPointers>,
+    ) -> Result<StepInfo, UnwindError> {
+        Err(UnwindError::NoUnwindInfo {
+            pc: regs.rip().unwrap_or(0),
+        })
     }
 }
 

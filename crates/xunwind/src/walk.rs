@@ -443,17 +443,15 @@ impl StackWalker {
 /// The caller's view of the registers after a call: volatile ones are unknown.
 fn callee_saved_only(regs: &Regs) -> Regs {
     let mut r = regs.clone();
-    for v in [
-        Reg::Rax,
-        Reg::Rcx,
-        Reg::Rdx,
-        Reg::R8,
-        Reg::R9,
-        Reg::R10,
-        Reg::R11,
-    ] {
-        r.invalidate(v);
-    }
+    r.retain(
+        !(Regs::bit(Reg::Rax)
+            | Regs::bit(Reg::Rcx)
+            | Regs::bit(Reg::Rdx)
+            | Regs::bit(Reg::R8)
+            | Regs::bit(Reg::R9)
+            | Regs::bit(Reg::R10)
+            | Regs::bit(Reg::R11)),
+    );
     r
 }
 

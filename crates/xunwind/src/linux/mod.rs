@@ -6,7 +6,7 @@
 //! (which file is mapped where). Module files are found on this machine by the recorded path,
 //! else by file name in [`LoadOptions::module_dirs`].
 
-use crate::space::Module;
+use crate::space::{Module, NoUnwindInfo};
 use crate::target::{
     ExceptionRecord, LoadOptions, ModuleImage, Platform, Symbol, Symbolize, Target, TargetError,
     Thread,
@@ -15,10 +15,7 @@ use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{LittleEndian as LE, Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use std::path::{Path, PathBuf};
-use xunwind_core::{
-    ContextPointers, FrameWalker, MemoryReader, PcKind, Reg, RegionMemory, Regs, StepInfo,
-    UnwindError,
-};
+use xunwind_core::{FrameWalker, MemoryReader, Reg, RegionMemory, Regs};
 use xunwind_dwarf::DwarfUnwinder;
 
 const NT_PRSTATUS: u32 = 1;
@@ -376,23 +373,6 @@ fn locate(path: &str, name: &str, options: &LoadOptions) -> Option<PathBuf> {
     None
 }
 
-/// A walker for code without CFI: always defers to the frame-pointer and scan fallbacks.
-struct NoCfi;
-
-impl FrameWalker for NoCfi {
-    fn unwind(
-        &self,
-        regs: &mut Regs,
-        _: PcKind,
-        _: &dyn MemoryReader,
-        _: Option<&mut ContextPointers>,
-    ) -> Result<StepInfo, UnwindError> {
-        Err(UnwindError::NoUnwindInfo {
-            pc: regs.rip().unwrap_or(0),
-        })
-    }
-}
-
 /// The unwinder for an ELF module of a core file.
 pub(crate) fn module_unwinder<'t>(
     module: &'t ModuleImage,
@@ -414,7 +394,7 @@ pub(crate) fn module_unwinder<'t>(
         .collect();
     let walker: Box<dyn FrameWalker + 't> = match DwarfUnwinder::new(bytes, module.base) {
         Ok(u) => Box::new(u),
-        Err(_) => Box::new(NoCfi),
+        Err(_) => Box::new(NoUnwindInfo),
     };
     Some(Module {
         name: module.name.clone(),

@@ -12,7 +12,7 @@ mod symbols;
 
 pub(crate) use symbols::module_symbols;
 
-use crate::space::Module;
+use crate::space::{Module, NoUnwindInfo};
 use crate::target::{
     ExceptionRecord, LoadOptions, ModuleImage, PeRecord, Platform, Target, TargetError, Thread,
 };
@@ -22,9 +22,7 @@ use object::pe::ImageNtHeaders64;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader};
 use object::LittleEndian as LE;
 use std::path::{Path, PathBuf};
-use xunwind_core::{
-    ContextPointers, FrameWalker, MemoryReader, PcKind, RegionMemory, Regs, StepInfo, UnwindError,
-};
+use xunwind_core::{FrameWalker, RegionMemory};
 use xunwind_pe::{PeImage, PeUnwinder};
 
 /// Reads a Windows x64 minidump.
@@ -294,23 +292,6 @@ fn locate_module(m: RawModule, dirs: &mut DirCache<'_>) -> ModuleImage {
             checksum: m.checksum,
             codeview: m.codeview,
         }),
-    }
-}
-
-/// A module we cannot unwind: every step fails, so the walker falls back.
-struct NoUnwindInfo;
-
-impl FrameWalker for NoUnwindInfo {
-    fn unwind(
-        &self,
-        regs: &mut Regs,
-        _: PcKind,
-        _: &dyn MemoryReader,
-        _: Option<&mut ContextPointers>,
-    ) -> Result<StepInfo, UnwindError> {
-        Err(UnwindError::NoUnwindInfo {
-            pc: regs.rip().unwrap_or(0),
-        })
     }
 }
 
