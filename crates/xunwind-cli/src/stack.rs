@@ -3,14 +3,15 @@
 use crate::json::Obj;
 use std::io::Write;
 use std::path::PathBuf;
-use xunwind::{LoadOptions, StackWalker, Target, Trust};
+use xunwind::{LoadOptions, StackWalker, Symbol, Target, Trust};
 
-const USAGE: &str = "usage: xunwind stack INPUT [--json] [--modules DIR]... [--symbols DIR]... [--thread N] [--max-frames N]";
+const USAGE: &str = "usage: xunwind stack INPUT [--json] [--modules DIR]... [--symbols DIR]... [--thread N] [--max-frames N] [--no-demangle]";
 
 /// Runs `xunwind stack`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut input = None;
     let mut json = false;
+    let mut demangle = true;
     let mut options = LoadOptions::default();
     let mut thread: Option<u64> = None;
     let mut walker = StackWalker::default();
@@ -23,6 +24,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         };
         match a.as_str() {
             "--json" => json = true,
+            "--no-demangle" => demangle = false,
             "--modules" => options.module_dirs.push(PathBuf::from(value("--modules")?)),
             "--symbols" => options.symbol_dirs.push(PathBuf::from(value("--symbols")?)),
             "--thread" => thread = Some(parse_number(&value("--thread")?)?),
@@ -69,6 +71,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 f.pc.wrapping_sub(1)
             };
             let loc = symbols.lookup(at);
+            // The printed name, and the linkage name it was demangled from (JSON's "mangled").
+            let name = |s: &Symbol| -> (String, Option<String>) {
+                if demangle {
+                    (s.name.clone(), s.mangled.clone())
+                } else {
+                    (s.raw_name().to_string(), None)
+                }
+            };
+            let mut mangled = None;
             if json {
                 let mut o = Obj::new();
                 o.num("frame", n as u64);
@@ -83,7 +94,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         );
                         match &l.symbol {
                             Some(s) => {
-                                o.str("function", &s.name);
+                                let (function, linkage) = name(s);
+                                mangled = linkage;
+                                o.str("function", &function);
                                 o.str("function_offset", &format!("{:#x}", f.pc - (at - s.offset)));
                             }
                             None => {
@@ -100,13 +113,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     }
                 }
                 o.str("trust", f.trust.as_str());
+                // Additive (CONFORMANCE 5): present only when "function" was demangled.
+                if let Some(m) = &mangled {
+                    o.str("mangled", m);
+                }
                 writeln!(out, "{}", o.finish())?;
             } else {
                 let site = match &loc {
                     Some(l) => {
                         let module = module_stem(l.module);
                         match &l.symbol {
-                            Some(s) => format!("{module}!{}+{:#x}", s.name, f.pc - (at - s.offset)),
+                            Some(s) => {
+                                format!("{module}!{}+{:#x}", name(s).0, f.pc - (at - s.offset))
+                            }
                             None => format!("{module}+{:#x}", f.pc - (at - l.module_offset)),
                         }
                     }

@@ -8,6 +8,7 @@
 //! from a minidump or an ELF core file.
 #![deny(missing_docs)]
 
+pub mod demangle;
 pub mod dispatch;
 mod linux;
 mod space;

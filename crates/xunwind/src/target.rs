@@ -136,10 +136,36 @@ impl std::error::Error for TargetError {}
 /// A symbol covering an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Symbol {
-    /// The function's name (undecorated where the source gives one).
+    /// The function's name as debuggers print it: demangled to its short form
+    /// ([`crate::demangle`]) where the linkage name is mangled, else as the source gives it.
     pub name: String,
+    /// The linkage name, when `name` was demangled from it.
+    pub mangled: Option<String>,
     /// The address's distance from the symbol's start.
     pub offset: u64,
+}
+
+impl Symbol {
+    /// A symbol named by its linkage name, demangled when it is a mangled name we recognise.
+    pub fn new(linkage: &str, offset: u64) -> Symbol {
+        match crate::demangle::demangle(linkage) {
+            Some(name) => Symbol {
+                name,
+                mangled: Some(linkage.to_string()),
+                offset,
+            },
+            None => Symbol {
+                name: linkage.to_string(),
+                mangled: None,
+                offset,
+            },
+        }
+    }
+
+    /// The name as the symbol table spells it (the linkage name, before demangling).
+    pub fn raw_name(&self) -> &str {
+        self.mangled.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// Something that names addresses of one module, given as offsets from its base.

@@ -351,3 +351,59 @@ fn gdb_threads() {
     }
     eprintln!("threads: {total} frames compared over 4 threads");
 }
+
+/// Demangling against gdb: every frame of our C++ program is named by our demangled ELF symbol
+/// exactly as gdb names it (`ns::Box<int>::get`: gdb's short form, from its debug info), with
+/// the linkage name kept; a constructor, an operator, a function template, a const member of a
+/// class template and an anonymous namespace each have a frame (corpus/fixtures/linux/names.cpp).
+#[test]
+fn gdb_cxx_demangled_names() {
+    if !have_tools() {
+        return;
+    }
+    let dir = work_dir("names");
+    let mut total = 0;
+    for (tag, flags) in [
+        ("O0", &["-O0"][..]),
+        ("O2-nofp", &["-O2", "-fomit-frame-pointer"][..]),
+    ] {
+        let exe = build(&dir, &format!("names-{tag}"), &["names.cpp"], flags, &[]);
+        let core = dir.join(format!("names-{tag}.core"));
+        let gdb = gdb_oracle(&exe, &[], "stop_here", &core);
+        compare(&format!("names {tag}"), &core, &gdb);
+        let target = Target::open(&core, &LoadOptions::default()).unwrap();
+        let symbols = target.symbols(&LoadOptions::default());
+        let exe_name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        let mut demangled = Vec::new();
+        for (i, (pc, name)) in gdb.iter().enumerate() {
+            let at = if i == 0 { *pc } else { pc - 1 };
+            let Some(loc) = symbols.lookup(at).filter(|l| l.module == exe_name) else {
+                continue;
+            };
+            let sym = loc
+                .symbol
+                .unwrap_or_else(|| panic!("{tag} frame {i} ({name}) has no symbol"));
+            assert_eq!(&sym.name, name, "{tag} frame {i}: {sym:?}");
+            if let Some(m) = &sym.mangled {
+                assert!(m.starts_with("_Z"), "{tag} frame {i}: {sym:?}");
+                demangled.push(sym.name.clone());
+            } else {
+                assert!(!sym.name.contains("::"), "{tag} frame {i}: {sym:?}");
+            }
+        }
+        assert_eq!(
+            demangled,
+            [
+                "ns::operator+",
+                "(anonymous namespace)::helper",
+                "ns::Box<int>::get",
+                "ns::twice<int>",
+                "ns::Klass::operator()",
+                "ns::Klass::Klass",
+            ],
+            "{tag}: {gdb:?}"
+        );
+        total += demangled.len();
+    }
+    eprintln!("names: {total} demangled frames equal to gdb's names over 2 cores");
+}

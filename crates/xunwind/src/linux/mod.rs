@@ -428,10 +428,8 @@ impl Symbolize for ElfSymbols {
             .iter()
             .find(|s| s.1 > 0 && module_offset - s.0 < s.1)
             .or_else(|| same.iter().find(|s| s.1 == 0))?;
-        Some(Symbol {
-            name: hit.2.clone(),
-            offset: module_offset - hit.0,
-        })
+        // Demangled here, for the few symbols printed, not for every symbol at load.
+        Some(Symbol::new(&hit.2, module_offset - hit.0))
     }
 }
 
@@ -468,6 +466,34 @@ pub(crate) fn module_symbols<'t>(
     }
     syms.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     Some(Box::new(ElfSymbols { syms }))
+}
+
+#[cfg(test)]
+mod symbol_tests {
+    use super::*;
+
+    #[test]
+    fn printed_names_are_demangled_with_the_linkage_name_kept() {
+        let syms = ElfSymbols {
+            syms: vec![
+                (0x1000, 0x20, "_ZN2ns5KlassC2Ei".into()),
+                (
+                    0x1020,
+                    0x20,
+                    "_ZN4core3fmt5write17h0123456789abcdefE".into(),
+                ),
+                (0x1040, 0x20, "stop_here".into()),
+            ],
+        };
+        let s = syms.symbolize(0x1005).unwrap();
+        assert_eq!((s.name.as_str(), s.offset), ("ns::Klass::Klass", 5));
+        assert_eq!(s.mangled.as_deref(), Some("_ZN2ns5KlassC2Ei"));
+        let s = syms.symbolize(0x1020).unwrap();
+        assert_eq!(s.name, "core::fmt::write");
+        assert_eq!(s.raw_name(), "_ZN4core3fmt5write17h0123456789abcdefE");
+        let s = syms.symbolize(0x1041).unwrap();
+        assert_eq!((s.name.as_str(), s.mangled), ("stop_here", None));
+    }
 }
 
 #[cfg(all(feature = "live", target_os = "linux"))]

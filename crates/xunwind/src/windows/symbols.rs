@@ -58,10 +58,8 @@ impl Symbolize for SymbolTable {
         if self.sizes[i] != 0 && offset >= self.sizes[i] {
             return None;
         }
-        Some(Symbol {
-            name: self.names[i].clone(),
-            offset: offset.into(),
-        })
+        // Demangled here, for the few symbols printed, not for every symbol at load.
+        Some(Symbol::new(&self.names[i], offset.into()))
     }
 }
 
@@ -296,4 +294,42 @@ fn coff_functions(data: &[u8]) -> Vec<(u32, u32, Source, String)> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_names_are_demangled_with_the_linkage_name_kept() {
+        let table = SymbolTable::new(vec![
+            (
+                0x1000,
+                0,
+                Source::Public,
+                "?method@Klass@ns@@QEAAXXZ".into(),
+            ),
+            (0x1100, 0, Source::Coff, "_ZN2ns5twiceIiEET_S1_".into()),
+            (0x1200, 0x10, Source::Procedure, "ns::Klass::get".into()),
+            (0x1300, 0, Source::Export, "plain_c".into()),
+            (0x1400, 0, Source::Coff, "_ZN2ns".into()),
+        ]);
+        let s = table.symbolize(0x1021).unwrap();
+        assert_eq!(s.name, "ns::Klass::method");
+        assert_eq!(s.mangled.as_deref(), Some("?method@Klass@ns@@QEAAXXZ"));
+        assert_eq!(s.raw_name(), "?method@Klass@ns@@QEAAXXZ");
+        assert_eq!(s.offset, 0x21);
+        let s = table.symbolize(0x1100).unwrap();
+        assert_eq!((s.name.as_str(), s.offset), ("ns::twice<int>", 0));
+        assert_eq!(s.mangled.as_deref(), Some("_ZN2ns5twiceIiEET_S1_"));
+        // A PDB procedure's name is already undecorated; a C name and a malformed one stay raw.
+        for (rva, name) in [
+            (0x1204, "ns::Klass::get"),
+            (0x1300, "plain_c"),
+            (0x1400, "_ZN2ns"),
+        ] {
+            let s = table.symbolize(rva).unwrap();
+            assert_eq!((s.name.as_str(), s.mangled), (name, None));
+        }
+    }
 }

@@ -1,0 +1,277 @@
+//! Linkage names as debuggers print them: `ns::Klass::method`, not `_ZN2ns5Klass6methodEv`.
+//!
+//! Three schemes are recognised by their prefix: Itanium C++ (`_Z`, `__Z`; via `cpp_demangle`),
+//! Rust legacy (`_ZN...17h<hash>E`) and v0 (`_R`; via `rustc-demangle`), and MSVC decorated
+//! names (`?`; via `msvc-demangler`). The result is the *short* form of gdb's `bt` and WinDbg's
+//! `kn`: the qualified name with template arguments, without parameter list, return type or
+//! Rust hash. Anything else, and anything a demangler rejects, gives `None`, so the caller shows
+//! the raw name.
+//!
+//! The demanglers recurse and can expand back-references exponentially, and symbol names are
+//! input like any other: names longer than [`MAX_MANGLED_LEN`] are not demangled, recursion is
+//! capped, and output stops at [`MAX_DEMANGLED_LEN`] bytes (then the raw name is kept).
+
+use core::fmt;
+
+/// Longest linkage name that is demangled; longer names are shown raw.
+pub const MAX_MANGLED_LEN: usize = 4096;
+
+/// Longest short form kept; a demangling that grows past it is abandoned.
+pub const MAX_DEMANGLED_LEN: usize = 16 * 1024;
+
+/// Recursion cap for the Itanium parser and printer (the crate's defaults are 96 and 128; real
+/// names nest far less, and a lower cap keeps debug builds' stacks safe on small threads).
+const ITANIUM_RECURSION: u32 = 64;
+
+/// Most `?`/`@`-opened scopes an MSVC name may nest: `msvc-demangler` has no recursion limit of
+/// its own, and each template argument list or nested name is a level of recursion.
+const MSVC_MAX_NESTING: usize = 24;
+
+/// The short demangled form of `name`, or `None` when it is not a mangled name we recognise or
+/// its demangler rejects it.
+///
+/// ```
+/// use xunwind::demangle::demangle;
+/// assert_eq!(demangle("_ZN2ns5Klass6methodEv").as_deref(), Some("ns::Klass::method"));
+/// assert_eq!(demangle("?method@Klass@ns@@QEAAXXZ").as_deref(), Some("ns::Klass::method"));
+/// assert_eq!(demangle("main"), None);
+/// ```
+pub fn demangle(name: &str) -> Option<String> {
+    if name.len() > MAX_MANGLED_LEN {
+        return None;
+    }
+    let out = if name.starts_with("_R") || name.starts_with("__R") || is_rust_legacy(name) {
+        rust(name)
+    } else if name.starts_with("_Z") || name.starts_with("__Z") {
+        itanium(name)
+    } else if name.starts_with('?') {
+        msvc(name)
+    } else {
+        None
+    }?;
+    // A demangler that accepts a name but prints nothing (or the name itself) adds nothing.
+    (!out.is_empty() && out != name).then_some(out)
+}
+
+/// Whether `name` is a Rust legacy symbol: an Itanium-style `_ZN` path whose last element is
+/// the 16-hex-digit hash `17h...E` (possibly followed by an LLVM `.suffix`).
+fn is_rust_legacy(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix("_ZN")
+        .or_else(|| name.strip_prefix("__ZN"))
+    else {
+        return false;
+    };
+    let body = rest.split('.').next().unwrap_or(rest);
+    body.len() >= 20 && {
+        let tail = &body[body.len() - 20..];
+        tail.starts_with("17h")
+            && tail.ends_with('E')
+            && tail[3..19].bytes().all(|b| b.is_ascii_hexdigit())
+    }
+}
+
+/// A `fmt::Write` that refuses to grow past [`MAX_DEMANGLED_LEN`], which stops a demangler
+/// expanding back-references without bound.
+struct Bounded(String);
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.0.len() + s.len() > MAX_DEMANGLED_LEN {
+            return Err(fmt::Error);
+        }
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+fn rust(name: &str) -> Option<String> {
+    use fmt::Write as _;
+    let d = rustc_demangle::try_demangle(name).ok()?;
+    let mut out = Bounded(String::new());
+    // `{:#}` is the form without the legacy hash and v0's crate disambiguators.
+    write!(out, "{d:#}").ok()?;
+    // rustc-demangle prints this marker instead of failing when its own size cap is hit.
+    (!out.0.contains("{size limit reached}") && !out.0.contains("{recursion limit reached}"))
+        .then_some(out.0)
+}
+
+fn itanium(name: &str) -> Option<String> {
+    let parse = cpp_demangle::ParseOptions::default().recursion_limit(ITANIUM_RECURSION);
+    let sym = cpp_demangle::Symbol::new_with_options(name.as_bytes(), &parse).ok()?;
+    let print = cpp_demangle::DemangleOptions::new()
+        .no_params()
+        .no_return_type()
+        .recursion_limit(ITANIUM_RECURSION);
+    let mut out = Bounded(String::new());
+    sym.structured_demangle(&mut out, &print).ok()?;
+    Some(out.0)
+}
+
+fn msvc(name: &str) -> Option<String> {
+    if msvc_nesting(name) > MSVC_MAX_NESTING {
+        return None;
+    }
+    let flags = msvc_demangler::DemangleFlags::NAME_ONLY;
+    let out = msvc_demangler::demangle(name, flags).ok()?;
+    (out.len() <= MAX_DEMANGLED_LEN).then_some(out)
+}
+
+/// An upper bound on how deeply `msvc-demangler` recurses for `name`: every `?` opens a nested
+/// name or template (`?$`), and every `$` a template argument form.
+fn msvc_nesting(name: &str) -> usize {
+    name.bytes().filter(|&b| b == b'?' || b == b'$').count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(name: &str) -> Option<String> {
+        demangle(name)
+    }
+
+    #[test]
+    fn itanium_short_forms() {
+        assert_eq!(
+            d("_ZN2ns5Klass6methodEv").as_deref(),
+            Some("ns::Klass::method")
+        );
+        // A function template: no return type, no parameters, template arguments kept.
+        assert_eq!(
+            d("_ZN2ns5twiceIiEET_S1_").as_deref(),
+            Some("ns::twice<int>")
+        );
+        // An operator and a constructor (complete and base object constructors name alike).
+        assert_eq!(
+            d("_ZN2ns5KlassclEi").as_deref(),
+            Some("ns::Klass::operator()")
+        );
+        assert_eq!(d("_ZN2ns5KlassC2Ei").as_deref(), Some("ns::Klass::Klass"));
+        assert_eq!(d("_ZN2ns5KlassD1Ev").as_deref(), Some("ns::Klass::~Klass"));
+        // A const member of a class template instance; a free operator.
+        assert_eq!(
+            d("_ZNK2ns3BoxINS0_IiEEE3getEv").as_deref(),
+            Some("ns::Box<ns::Box<int> >::get")
+        );
+        assert_eq!(
+            d("_ZN2nsplERKNS_5KlassES2_").as_deref(),
+            Some("ns::operator+")
+        );
+        // gcc's clone suffixes (hot/cold split, constant propagation) name the same function.
+        assert_eq!(d("_ZN2ns1fEv.cold").as_deref(), Some("ns::f"));
+        assert_eq!(d("_ZL6helperi").as_deref(), Some("helper"));
+        // Mach-O's extra underscore.
+        assert_eq!(
+            d("__ZN2ns5Klass6methodEv").as_deref(),
+            Some("ns::Klass::method")
+        );
+        // A free function in an anonymous namespace.
+        assert_eq!(
+            d("_ZN12_GLOBAL__N_16helperEi").as_deref(),
+            Some("(anonymous namespace)::helper")
+        );
+    }
+
+    #[test]
+    fn not_mangled_names_stay_raw() {
+        for raw in [
+            "main",
+            "stop_here",
+            "__libc_start_main",
+            "_start",
+            "",
+            "Z",
+            "_",
+            "?",
+        ] {
+            assert_eq!(d(raw), None, "{raw:?}");
+        }
+        // Static initialisers are not demangled (gdb prints them as they are).
+        assert_eq!(d("_GLOBAL__sub_I_main"), None);
+    }
+
+    #[test]
+    fn malformed_names_stay_raw() {
+        for raw in [
+            "_Z",
+            "_ZN2ns",
+            "_ZN3ab",
+            "_Z3foov_trailing_garbage",
+            "_ZZZZ",
+            "_R",
+            "_RNv",
+        ] {
+            assert_eq!(d(raw), None, "{raw:?}");
+        }
+        assert_eq!(d("?method@@@"), None);
+    }
+
+    #[test]
+    fn rust_legacy_and_v0() {
+        assert_eq!(
+            d("_ZN4core3fmt5write17h0123456789abcdefE").as_deref(),
+            Some("core::fmt::write")
+        );
+        // An LLVM suffix after the hash is dropped like the hash.
+        assert_eq!(
+            d("_ZN4core3fmt5write17h0123456789abcdefE.llvm.123").as_deref(),
+            Some("core::fmt::write")
+        );
+        // v0: crate disambiguators are dropped in the short form.
+        assert_eq!(
+            d("_RNvNtCs1234_7mycrate3foo3bar").as_deref(),
+            Some("mycrate::foo::bar")
+        );
+        assert_eq!(
+            d("_RNvMNtCs1234_7mycrate3fooNtB2_3Bar3new").as_deref(),
+            Some("<mycrate::foo::Bar>::new")
+        );
+    }
+
+    #[test]
+    fn msvc_short_forms() {
+        // A public member function: access, calling convention and parameters dropped.
+        assert_eq!(
+            d("?method@Klass@ns@@QEAAXXZ").as_deref(),
+            Some("ns::Klass::method")
+        );
+        assert_eq!(d("?f@@YAHH@Z").as_deref(), Some("f"));
+        // A constructor and a template.
+        assert_eq!(
+            d("??0Klass@ns@@QEAA@H@Z").as_deref(),
+            Some("ns::Klass::Klass")
+        );
+        assert_eq!(
+            d("??$twice@H@ns@@YAHH@Z").as_deref(),
+            Some("ns::twice<int>")
+        );
+        assert_eq!(
+            d("??1Klass@ns@@QEAA@XZ").as_deref(),
+            Some("ns::Klass::~Klass")
+        );
+        assert_eq!(
+            d("??RKlass@ns@@QEAAHH@Z").as_deref(),
+            Some("ns::Klass::operator()")
+        );
+    }
+
+    #[test]
+    fn huge_garbage_returns_quickly() {
+        let start = std::time::Instant::now();
+        for prefix in ["_Z", "_R", "?", "_ZN"] {
+            let mut name = String::from(prefix);
+            while name.len() < 100 * 1024 {
+                name.push_str("N1aIS_E");
+            }
+            assert_eq!(d(&name), None);
+        }
+        // Just under the length cap, deeply nested: refused by the recursion caps.
+        let nested = format!("_Z1f{}", "PFv".repeat(1300));
+        assert!(nested.len() <= MAX_MANGLED_LEN);
+        assert_eq!(d(&nested), None);
+        let msvc = format!("?f@@YA{}@Z", "?$A@".repeat(1000));
+        assert_eq!(d(&msvc), None);
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+}
