@@ -4,17 +4,24 @@
 //!   (`RangeTable` over `.eh_frame_hdr`'s initial locations); `gimli_hdr` is gimli's
 //!   `EhHdrTable::lookup` over the same header; `std_partition_point` is the standard library's
 //!   binary search over a copy of the header's sorted initial locations.
-//! - `step/*`: one frame unwound in place (`FrameWalker::unwind`, no context pointers) from
-//!   nothing cached but the CIEs: `xunwind` is `DwarfUnwinder` with its rule cache off (lookup,
-//!   our own FDE parse and CFA-program interpretation, register recovery from memory);
-//!   `xunwind_gimli_path` the same with the fast path off too (gimli parses and evaluates the
-//!   row, which is then applied); `xunwind_warm_lines` the `xunwind` line over the 64 addresses
-//!   of the next one (data in CPU caches: parse and evaluation without memory latency);
-//!   `xunwind_rule_cache` a hit in the rule cache (64 cached rows);
-//!   `regs_copy` is the copy of the input registers every in-place line above includes (so that
-//!   each iteration unwinds the same frame); `gimli` is `EhHdrTable::unwind_info_for_address`
-//!   (lookup, FDE and CIE parse, row evaluation) with a reused `UnwindContext`, without even
-//!   applying the row.
+//! - `step/*`: one frame unwound in place (`FrameWalker::unwind`, no context pointers) at a pc
+//!   no cache keyed by pc has seen (`DwarfUnwinder` with its rule cache off):
+//!   - `xunwind`: the default path. The FDE's rows were compiled on its first step (after the
+//!     warm-up, every FDE the addresses touch is), so a step is the FDE lookup, a search of the
+//!     FDE's row offsets and register recovery from memory;
+//!   - `xunwind_first_touch`: a fresh unwinder's first 4096 steps, which compile each FDE on its
+//!     first step (about a third of them land in an FDE stepped before);
+//!   - `xunwind_interpreted`: compiled rows off, so every step parses the FDE and interprets its
+//!     CFA program up to the address (our own parser and interpreter);
+//!   - `xunwind_gimli_path`: the fast path off too (gimli parses and evaluates the row, which is
+//!     then applied);
+//!   - `xunwind_warm_lines` / `xunwind_interpreted_warm_lines`: the two lines above over the 64
+//!     addresses of the next one (data in CPU caches: the work without the memory latency);
+//!   - `xunwind_rule_cache`: a hit in the rule cache (64 cached rows);
+//!   - `regs_copy`: restoring the input registers, which every line above includes (a copy from
+//!     one template in L1 and the address);
+//!   - `gimli`: `EhHdrTable::unwind_info_for_address` (lookup, FDE and CIE parse, row
+//!     evaluation) with a reused `UnwindContext`, without even applying the row.
 //!
 //! Addresses are 4096 pseudo-random points inside the FDEs of the library, visited in a fixed
 //! order, one lookup or step per criterion iteration (ns per lookup/step).
@@ -27,6 +34,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use gimli::{EhFrame, EhFrameHdr, LittleEndian, UnwindContext, UnwindSection};
 use object::{Object, ObjectSection};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 use xunwind::core::{PcKind, Reg, Regs, SliceMemory};
 use xunwind::FrameWalker;
 use xunwind_dwarf::DwarfUnwinder;
@@ -67,8 +75,12 @@ fn bench_library(c: &mut Criterion, path: &str) {
     let sec = |n: &str| obj.section_by_name(n).unwrap();
     let (eh_sec, hdr_sec) = (sec(".eh_frame"), sec(".eh_frame_hdr"));
     let mut u = DwarfUnwinder::new(&bytes, 0).unwrap();
-    // Cold steps: every step parses its FDE and evaluates its row.
+    // Cold steps: no pc seen before; the FDE's rows are compiled (after warm-up, every FDE's).
     u.set_rule_cache(false);
+    // Cold steps that parse the FDE and interpret its program every time.
+    let mut interp = DwarfUnwinder::new(&bytes, 0).unwrap();
+    interp.set_rule_cache(false);
+    interp.set_compiled_rows(false);
     let mut via_gimli = DwarfUnwinder::new(&bytes, 0).unwrap();
     via_gimli.set_rule_cache(false);
     via_gimli.set_fast_path(false);
@@ -163,28 +175,69 @@ fn bench_library(c: &mut Criterion, path: &str) {
         .count();
     eprintln!("{short}: {ok} of {N} steps succeed");
 
-    // The fast path and gimli's agree on every address before either is timed.
+    // The fast path (compiled and interpreted) and gimli's agree on every address before any
+    // is timed.
     for r in &regs {
         let a = u.step(r, PcKind::Exact, &mem).map(|s| format!("{s:?}"));
         let b = via_gimli
             .step(r, PcKind::Exact, &mem)
             .map(|s| format!("{s:?}"));
+        let c = interp
+            .step(r, PcKind::Exact, &mem)
+            .map(|s| format!("{s:?}"));
         assert_eq!(a, b, "{short} {:#x}", r.rip().unwrap());
+        assert_eq!(a, c, "{short} {:#x}", r.rip().unwrap());
     }
 
+    // Every line restores the same input registers before its step (an in-place unwind
+    // rewrites them): a copy from one template in L1 plus the address, timed alone as
+    // `regs_copy`.
+    let template = Regs::with_gprs(0, gpr);
     let mut g = c.benchmark_group(format!("dwarf_step/{short}"));
     let mut scratch = Regs::new();
     g.bench_function("xunwind", |b| {
         b.iter(|| {
             i = (i + 1) & (N - 1);
-            scratch.clone_from(black_box(&regs[i]));
+            scratch.clone_from(&template);
+            scratch.set_rip(black_box(addrs[i]));
             black_box(u.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
+        })
+    });
+    g.bench_function("xunwind_interpreted", |b| {
+        b.iter(|| {
+            i = (i + 1) & (N - 1);
+            scratch.clone_from(&template);
+            scratch.set_rip(black_box(addrs[i]));
+            black_box(interp.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
+        })
+    });
+    // A fresh unwinder's first N steps (each FDE compiled on its first step, about a third of
+    // the steps land in an FDE stepped before); the unwinder's construction is not timed.
+    g.bench_function("xunwind_first_touch", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                let mut fresh = DwarfUnwinder::new(&bytes, 0).unwrap();
+                fresh.set_rule_cache(false);
+                let n = (iters - done).min(N as u64) as usize;
+                let t = Instant::now();
+                for &a in &addrs[..n] {
+                    scratch.clone_from(&template);
+                    scratch.set_rip(black_box(a));
+                    black_box(fresh.unwind(&mut scratch, PcKind::Exact, &mem, None).ok());
+                }
+                total += t.elapsed();
+                done += n as u64;
+            }
+            total
         })
     });
     g.bench_function("xunwind_gimli_path", |b| {
         b.iter(|| {
             i = (i + 1) & (N - 1);
-            scratch.clone_from(black_box(&regs[i]));
+            scratch.clone_from(&template);
+            scratch.set_rip(black_box(addrs[i]));
             black_box(
                 via_gimli
                     .unwind(&mut scratch, PcKind::Exact, &mem, None)
@@ -195,36 +248,49 @@ fn bench_library(c: &mut Criterion, path: &str) {
     g.bench_function("regs_copy", |b| {
         b.iter(|| {
             i = (i + 1) & (N - 1);
-            scratch.clone_from(black_box(&regs[i]));
+            scratch.clone_from(&template);
+            scratch.set_rip(black_box(addrs[i]));
             black_box(&scratch);
         })
     });
+    let (fdes_compiled, compiled_bytes) = u.compiled_stats();
+    eprintln!("{short}: {fdes_compiled} FDEs compiled, {compiled_bytes} bytes");
     // Warm: 64 addresses whose rows the rule cache keeps, stepped over and over.
     for r in &regs[..256] {
         let _ = cached.step(r, PcKind::Exact, &mem);
     }
     // Rows present together occupy distinct slots: every step below is a hit.
-    let hot: Vec<Regs> = regs[..256]
+    let hot: Vec<u64> = addrs[..256]
         .iter()
-        .filter(|r| cached.is_rule_cached(r.rip().unwrap()))
+        .copied()
+        .filter(|&a| cached.is_rule_cached(a))
         .take(64)
-        .cloned()
         .collect();
-    assert!(hot.iter().all(|r| cached.is_rule_cached(r.rip().unwrap())));
+    assert!(hot.iter().all(|&a| cached.is_rule_cached(a)));
     eprintln!("{short}: {} hot rows", hot.len());
     // The cold path again, on the 64 hot addresses: their index, FDE and stack lines stay in
     // the CPU's caches, so this is the parse and evaluation without the memory latency.
     g.bench_function("xunwind_warm_lines", |b| {
         b.iter(|| {
             i = (i + 1) & 63;
-            scratch.clone_from(black_box(&hot[i % hot.len()]));
+            scratch.clone_from(&template);
+            scratch.set_rip(black_box(hot[i % hot.len()]));
             black_box(u.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
+        })
+    });
+    g.bench_function("xunwind_interpreted_warm_lines", |b| {
+        b.iter(|| {
+            i = (i + 1) & 63;
+            scratch.clone_from(&template);
+            scratch.set_rip(black_box(hot[i % hot.len()]));
+            black_box(interp.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
         })
     });
     g.bench_function("xunwind_rule_cache", |b| {
         b.iter(|| {
             i = (i + 1) & 63;
-            scratch.clone_from(black_box(&hot[i % hot.len()]));
+            scratch.clone_from(&template);
+            scratch.set_rip(black_box(hot[i % hot.len()]));
             black_box(cached.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
         })
     });

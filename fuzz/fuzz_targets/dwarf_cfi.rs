@@ -1,7 +1,8 @@
 //! Arbitrary `.eh_frame` bytes through `DwarfUnwinder`: our own FDE/CIE parser and CFA
-//! interpreter (the fast path) must give gimli's row whenever it does not decline, and an
-//! in-place unwind (context pointers or not, rule cache cold and hot) must give exactly what
-//! gimli's path gives. Nothing may panic or hang.
+//! interpreter (the fast path) must give gimli's row whenever it does not decline, the FDE's
+//! compiled rows must give the interpreter's, and an in-place unwind (context pointers or not,
+//! rule cache cold and hot, FDE interpreted then compiled) must give exactly what gimli's path
+//! gives. Nothing may panic or hang.
 //!
 //! Input: byte 0 picks raw mode (the rest is the whole `.eh_frame`, indexed by a scan) or built
 //! mode (a CIE and one FDE over [0x1000, 0x1100) around fuzzer-chosen augmentation, alignment
@@ -187,6 +188,8 @@ fn check(eh: &[u8], hdr: Option<&[u8]>, probes: &[u64]) {
         if let RowLookup::Row(_) = row {
             assert_eq!(reference.reference_row(a), Ok(row), "{a:#x}");
         }
+        // Compiled rows (the FDE compiles on its second lookup) give the interpreter's row.
+        assert_eq!(fast.compiled_row(a), row, "{a:#x}");
         let mut r = regs.clone();
         r.set_rip(a.wrapping_add(BIAS));
         for with_pointers in [true, false] {

@@ -67,6 +67,20 @@ impl PartialEq for CompactRow {
 
 impl Eq for CompactRow {}
 
+// Consistent with `eq`: only the live rules are hashed, as whole words (rows are hashed when
+// FDEs are compiled, once per row, with a word hasher).
+impl core::hash::Hash for CompactRow {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.cfa_off as u64);
+        h.write_u64(
+            u64::from(self.cfa_reg) | u64::from(self.count) << 8 | u64::from(self.signal) << 16,
+        );
+        for p in self.packed() {
+            h.write_u32(u32::from(p.reg) | u32::from(p.kind) << 8 | u32::from(p.val as u16) << 16);
+        }
+    }
+}
+
 impl core::fmt::Debug for CompactRow {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("CompactRow")
@@ -457,7 +471,8 @@ fn parse_cie(eh: &[u8], b: &Bases, offset: usize) -> Option<FastCie> {
         &mut c,
         &cie,
         &mut row,
-        None,
+        0,
+        &mut Initial,
         &mut [CompactRow::EMPTY; MAX_REMEMBER],
     )?;
     cie.initial = row;
@@ -489,15 +504,25 @@ pub(crate) fn row_at(
     row_at_inner(eh, b, cies, offset, svma, row).unwrap_or(Fast::Decline)
 }
 
+/// An FDE's header as the fast path reads it, its CFA program not yet run.
+struct Head<'a, 'c> {
+    /// At the FDE's first instruction, bounded by the FDE's end.
+    insns: Cursor<'a>,
+    cie: &'c FastCie,
+    start: u64,
+    range: u64,
+    lsda: Option<Pointer>,
+}
+
+/// Parses the FDE at `offset` up to its instructions, its CIE from `table` (or `spare`).
 #[inline]
-fn row_at_inner(
-    eh: &[u8],
+fn head<'a, 'c>(
+    eh: &'a [u8],
     b: &Bases,
-    cies: &mut CieCache,
+    table: &'c mut CieTable,
     offset: usize,
-    svma: u64,
-    row: &mut CompactRow,
-) -> Option<Fast> {
+    spare: &'c mut Option<FastCie>,
+) -> Option<Head<'a, 'c>> {
     let (body, end) = entry(eh, offset)?;
     let mut c = Cursor {
         buf: &eh[..end],
@@ -508,9 +533,7 @@ fn row_at_inner(
         return None;
     }
     let cie_offset = body.checked_sub(id as usize)?;
-    let mut spare = None;
-    let CieCache { table, stack } = cies;
-    let cie = table.get(eh, b, cie_offset, &mut spare)?;
+    let cie = table.get(eh, b, cie_offset, spare)?;
     let (start, range) = match cie.fde_enc {
         Some(enc) => {
             let start = encoded_pointer(&mut c, enc, b, None)?;
@@ -534,29 +557,156 @@ fn row_at_inner(
         }
         c.pos = data_end;
     }
-    // Only an FDE gimli would parse whole may say "not covered": a malformed one declines, so
-    // that gimli's path reports it.
-    if !(start <= svma && svma < start.wrapping_add(range)) {
-        return Some(Fast::NotCovered);
-    }
-    *row = cie.initial;
-    run(&mut c, cie, row, Some((start, svma)), stack)?;
-    Some(Fast::Row(lsda, cie.personality))
+    Some(Head {
+        insns: c,
+        cie,
+        start,
+        range,
+        lsda,
+    })
 }
 
-/// Runs a CFA program. For a CIE (`target` None) every instruction runs; for an FDE
-/// (`target` = (start, svma)) it stops at the row covering `svma`, which is `row` on return.
-/// `None`: outside the subset, malformed, or no row covers `svma`.
 #[inline]
-fn run(
+fn row_at_inner(
+    eh: &[u8],
+    b: &Bases,
+    cies: &mut CieCache,
+    offset: usize,
+    svma: u64,
+    row: &mut CompactRow,
+) -> Option<Fast> {
+    let mut spare = None;
+    let CieCache { table, stack } = cies;
+    let mut h = head(eh, b, table, offset, &mut spare)?;
+    // Only an FDE gimli would parse whole may say "not covered": a malformed one declines, so
+    // that gimli's path reports it.
+    if !(h.start <= svma && svma < h.start.wrapping_add(h.range)) {
+        return Some(Fast::NotCovered);
+    }
+    *row = h.cie.initial;
+    run(&mut h.insns, h.cie, row, h.start, &mut Find(svma), stack)?;
+    Some(Fast::Row(h.lsda, h.cie.personality))
+}
+
+/// An FDE's whole row table, as [`compile`] gives it.
+pub(crate) struct FdeRows {
+    /// Link-time address of the FDE's first instruction.
+    pub(crate) start: u64,
+    /// Bytes of code the FDE covers.
+    pub(crate) range: u64,
+    /// The FDE's LSDA and its CIE's personality.
+    pub(crate) lsda: Option<Pointer>,
+    pub(crate) personality: Option<Pointer>,
+}
+
+/// Runs the whole CFA program of the FDE at `offset`, handing each non-empty row inside the
+/// FDE's range to `emit` (offset of its first byte from the FDE's start, and the row), in
+/// address order. `None` when any of it is outside the fast subset: then no row of the FDE is
+/// to be taken from `emit`'s output.
+pub(crate) fn compile(
+    eh: &[u8],
+    b: &Bases,
+    cies: &mut CieCache,
+    offset: usize,
+    emit: &mut dyn FnMut(u64, &CompactRow),
+) -> Option<FdeRows> {
+    let mut spare = None;
+    let CieCache { table, stack } = cies;
+    let mut h = head(eh, b, table, offset, &mut spare)?;
+    let end = h.start.checked_add(h.range)?;
+    let mut row = h.cie.initial;
+    let mut all = All {
+        start: h.start,
+        end,
+        emit,
+    };
+    run(&mut h.insns, h.cie, &mut row, h.start, &mut all, stack)?;
+    Some(FdeRows {
+        start: h.start,
+        range: h.range,
+        lsda: h.lsda,
+        personality: h.cie.personality,
+    })
+}
+
+/// What a CFA program is run for: where its rows go.
+trait Rows {
+    /// A CIE's initial instructions: no rows, so an advance or a state operation declines.
+    const CIE: bool;
+    /// The row `[start, end)` is complete; `true` ends the program there.
+    fn row(&mut self, start: u64, end: u64, row: &CompactRow) -> bool;
+    /// The program ended with the row that begins at `start`; `false` declines.
+    fn last(&mut self, start: u64, row: &CompactRow) -> bool;
+}
+
+/// A CIE's initial instructions.
+struct Initial;
+
+impl Rows for Initial {
+    const CIE: bool = true;
+    fn row(&mut self, _: u64, _: u64, _: &CompactRow) -> bool {
+        true
+    }
+    fn last(&mut self, _: u64, _: &CompactRow) -> bool {
+        true
+    }
+}
+
+/// The row covering one address.
+struct Find(u64);
+
+impl Rows for Find {
+    const CIE: bool = false;
+    #[inline]
+    fn row(&mut self, start: u64, end: u64, _: &CompactRow) -> bool {
+        start <= self.0 && self.0 < end
+    }
+    #[inline]
+    fn last(&mut self, start: u64, _: &CompactRow) -> bool {
+        // The last row runs to the FDE's end, which the caller checked covers the address.
+        start <= self.0
+    }
+}
+
+/// Every row inside `[start, end)`, to `emit` as (offset from `start`, row).
+struct All<'e> {
+    start: u64,
+    end: u64,
+    emit: &'e mut dyn FnMut(u64, &CompactRow),
+}
+
+impl Rows for All<'_> {
+    const CIE: bool = false;
+    fn row(&mut self, start: u64, end: u64, row: &CompactRow) -> bool {
+        if start < end {
+            (self.emit)(start - self.start, row);
+        }
+        // Later rows lie past the FDE's end, where no lookup goes: a lookup inside the FDE
+        // stops at or before this row, so what follows must not decline the FDE either.
+        end >= self.end
+    }
+    fn last(&mut self, start: u64, row: &CompactRow) -> bool {
+        if start < self.end {
+            (self.emit)(start - self.start, row);
+        }
+        true
+    }
+}
+
+/// Runs a CFA program from `row` (the CIE's initial row for an FDE), handing its rows to
+/// `rows` until that says stop. `None`: outside the subset or malformed.
+#[inline]
+fn run<R: Rows>(
     c: &mut Cursor<'_>,
     cie: &FastCie,
     row: &mut CompactRow,
-    target: Option<(u64, u64)>,
+    origin: u64,
+    rows: &mut R,
     stack: &mut [CompactRow; MAX_REMEMBER],
 ) -> Option<()> {
+    // Where the current row begins: an FDE's rows start at its initial location.
+    let mut start = origin;
     let mut depth = 0usize;
-    let mut start = target.map_or(0, |t| t.0);
     let offset_rule = |factored: i64| -> Option<Packed> {
         let off = factored.wrapping_mul(cie.data_align);
         Some(Packed {
@@ -592,20 +742,26 @@ fn run(
                 continue;
             }
             0x0a => {
-                target?;
+                if R::CIE {
+                    return None;
+                }
                 *stack.get_mut(depth)? = *row;
                 depth += 1;
                 continue;
             }
             0x0b => {
-                target?;
+                if R::CIE {
+                    return None;
+                }
                 depth = depth.checked_sub(1)?;
                 *row = stack[depth];
                 continue;
             }
             0xc0..=0xff => {
                 // DW_CFA_restore is invalid among a CIE's initial instructions.
-                target?;
+                if R::CIE {
+                    return None;
+                }
                 let reg = rule_reg(op & 0x3f)?;
                 row.set(cie.initial.rule_of(reg), reg)?;
                 continue;
@@ -621,7 +777,9 @@ fn run(
                 continue;
             }
             0x06 => {
-                target?;
+                if R::CIE {
+                    return None;
+                }
                 let reg = rule_reg(c.reg()?)?;
                 row.set(cie.initial.rule_of(reg), reg)?;
                 continue;
@@ -674,16 +832,14 @@ fn run(
             _ => return None,
         };
         // An advance among a CIE's initial instructions is legal but pointless: decline.
-        let (_, svma) = target?;
+        if R::CIE {
+            return None;
+        }
         let end = start.checked_add(delta.wrapping_mul(cie.code_align))?;
-        if start <= svma && svma < end {
+        if rows.row(start, end, row) {
             return Some(());
         }
         start = end;
     }
-    match target {
-        // The last row runs to the FDE's end, which the caller checked covers svma.
-        Some((_, svma)) => (start <= svma).then_some(()),
-        None => Some(()),
-    }
+    rows.last(start, row).then_some(())
 }

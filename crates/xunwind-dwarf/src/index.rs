@@ -130,6 +130,13 @@ impl FdeIndex {
         self.offsets.get(i).map(|&o| o as usize)
     }
 
+    /// As [`FdeIndex::candidate`], with the FDE's position in the index (0..len).
+    #[inline]
+    pub fn candidate_at(&self, svma: u64) -> Option<(usize, usize)> {
+        let i = self.table.lookup(svma)?;
+        self.offsets.get(i).map(|&o| (i, o as usize))
+    }
+
     /// Number of FDEs indexed.
     pub fn len(&self) -> usize {
         self.offsets.len()

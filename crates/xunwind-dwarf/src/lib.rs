@@ -11,7 +11,9 @@
 //!    locations `.eh_frame_hdr` lists (or, without a usable header, over every FDE, sorted once),
 //!    then our own parse of that FDE (its CIE parsed once and cached with the row its initial
 //!    instructions give) and our own CFA-program interpreter up to the address, which yields
-//!    the compact row, cached and applied as above;
+//!    the compact row, cached and applied as above. The second step into an FDE runs its whole
+//!    program once and keeps all its rows (`compiled.rs`), so later steps into it search those
+//!    instead of interpreting;
 //! 3. else (anything the interpreter does not take: expressions, `val_offset`, xmm registers,
 //!    malformed bytes, `.debug_frame`) gimli's path, the reference: FDE parse and row evaluation
 //!    in an [`UnwindContext`] kept across steps, with CIEs cached by offset.
@@ -21,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod compiled;
 mod eval;
 mod fast;
 mod index;
@@ -145,7 +148,14 @@ struct Scratch<'d> {
     rows: Vec<cache::CachedRow>,
     ctx: Box<Context>,
     cies: Vec<(CfiSection, usize, Cie<'d>)>,
-    fast_cies: fast::CieCache,
+    fast: FastState,
+}
+
+/// The fast path's scratch: parsed CIEs and compiled FDEs.
+#[derive(Default)]
+struct FastState {
+    cies: fast::CieCache,
+    compiled: compiled::Compiled,
 }
 
 impl Scratch<'_> {
@@ -154,7 +164,7 @@ impl Scratch<'_> {
             rows: Vec::new(),
             ctx: Box::new(UnwindContext::new_in()),
             cies: Vec::with_capacity(CIE_CACHE),
-            fast_cies: fast::CieCache::default(),
+            fast: FastState::default(),
         }
     }
 }
@@ -170,6 +180,7 @@ pub struct DwarfUnwinder<'d> {
     eh_source: IndexSource,
     rule_cache: bool,
     fast_path: bool,
+    compiled_rows: bool,
     eh_data: Option<&'d [u8]>,
     fast_bases: fast::Bases,
     scratch: RefCell<Scratch<'d>>,
@@ -335,6 +346,7 @@ impl<'d> DwarfUnwinder<'d> {
             eh_source,
             rule_cache: true,
             fast_path: true,
+            compiled_rows: true,
             eh_data: sections.eh_frame.map(|s| s.data),
             fast_bases,
             scratch: RefCell::new(scratch),
@@ -502,7 +514,7 @@ impl FrameWalker for DwarfUnwinder<'_> {
                 Ok(hit) => return compact_rule(&hit.row, hit.handler),
                 Err(slot) => slot,
             };
-            match self.fast_row_cached(&mut scratch.fast_cies, slot, svma, mem) {
+            match self.fast_row_cached(&mut scratch.fast, slot, svma, mem) {
                 Ok((row, handler, true)) => compact_rule(&row, handler),
                 _ => None,
             }
@@ -523,14 +535,14 @@ impl FrameWalker for DwarfUnwinder<'_> {
                 rows,
                 ctx,
                 cies,
-                fast_cies,
+                fast,
             } = scratch;
             let mut slot = match self.probe(rows, svma) {
                 Ok(hit) => return cache::apply(&hit.row, hit.handler, regs, mem, pointers),
                 Err(slot) => slot,
             };
             if self.fast_path {
-                match self.fast_row_cached(fast_cies, slot.as_deref_mut(), svma, mem) {
+                match self.fast_row_cached(fast, slot.as_deref_mut(), svma, mem) {
                     Ok((row, handler, _)) => {
                         return cache::apply(&row, handler, regs, mem, pointers);
                     }
@@ -585,13 +597,13 @@ impl<'d> DwarfUnwinder<'d> {
     /// path's verdict when it has no row.
     fn fast_row_cached(
         &self,
-        cies: &mut fast::CieCache,
+        st: &mut FastState,
         slot: Option<&mut cache::CachedRow>,
         svma: u64,
         mem: &dyn MemoryReader,
     ) -> Result<(CompactRow, Option<xunwind_core::Handler>, bool), fast::Fast> {
         let mut row = CompactRow::EMPTY;
-        let (lsda, personality) = match self.fast_row_with(cies, svma, &mut row) {
+        let (lsda, personality) = match self.fast_row_with(st, svma, &mut row, self.compiled_rows) {
             fast::Fast::Row(lsda, personality) => (lsda, personality),
             verdict => return Err(verdict),
         };
@@ -635,17 +647,30 @@ impl<'d> DwarfUnwinder<'d> {
         }
     }
 
+    /// The fast path's row at `svma`: from the FDE's compiled rows when `compiled` (compiled on
+    /// its second use), else, or when it does not compile, by interpreting up to `svma`.
     #[inline]
     fn fast_row_with(
         &self,
-        cies: &mut fast::CieCache,
+        st: &mut FastState,
         svma: u64,
         row: &mut CompactRow,
+        compiled: bool,
     ) -> fast::Fast {
-        match (self.eh_data, self.eh_index.candidate(svma)) {
-            (Some(eh), Some(off)) => fast::row_at(eh, &self.fast_bases, cies, off, svma, row),
-            _ => fast::Fast::NotCovered,
+        let (Some(eh), Some((i, off))) = (self.eh_data, self.eh_index.candidate_at(svma)) else {
+            return fast::Fast::NotCovered;
+        };
+        let b = &self.fast_bases;
+        if compiled {
+            let n = self.eh_index.len();
+            if let Some(f) = st
+                .compiled
+                .row_at(n, i, eh, b, &mut st.cies, off, svma, row)
+            {
+                return f;
+            }
         }
+        fast::row_at(eh, b, &mut st.cies, off, svma, row)
     }
 
     /// Turns our own `.eh_frame` parser and CFA interpreter (on by default) on or off; off,
@@ -655,17 +680,38 @@ impl<'d> DwarfUnwinder<'d> {
         self.scratch.get_mut().rows = Vec::new();
     }
 
-    /// The row at link-time address `svma` as the fast path computes it, from the `.eh_frame`
-    /// FDE the index names (`.debug_frame` is never consulted).
+    /// Turns compiled FDEs (on by default) on or off: on, the fast path's second step into an
+    /// FDE keeps all of its rows, and later steps into it search them instead of interpreting
+    /// its program up to the address; off, every step interprets.
+    pub fn set_compiled_rows(&mut self, on: bool) {
+        self.compiled_rows = on;
+        self.scratch.get_mut().rows = Vec::new();
+    }
+
+    /// FDEs compiled so far, and the heap bytes their rows hold.
+    pub fn compiled_stats(&self) -> (usize, usize) {
+        self.scratch.try_borrow().map_or((0, 0), |s| {
+            (s.fast.compiled.len(), s.fast.compiled.heap_bytes())
+        })
+    }
+
+    /// The row at link-time address `svma` as the fast path's interpreter computes it, from the
+    /// `.eh_frame` FDE the index names (`.debug_frame` is never consulted).
     pub fn fast_row(&self, svma: u64) -> RowLookup {
-        let mut fresh = fast::CieCache::default();
-        let mut guard = self.scratch.try_borrow_mut();
-        let cies = match guard.as_deref_mut() {
-            Ok(s) => &mut s.fast_cies,
-            Err(_) => &mut fresh,
-        };
+        self.fast_lookup(svma, false)
+    }
+
+    /// As [`DwarfUnwinder::fast_row`], through the FDE's compiled rows: the first call for an
+    /// FDE interprets and the second compiles it; an FDE that does not compile is interpreted.
+    pub fn compiled_row(&self, svma: u64) -> RowLookup {
+        self.fast_lookup(svma, true)
+    }
+
+    fn fast_lookup(&self, svma: u64, compiled: bool) -> RowLookup {
         let mut row = CompactRow::EMPTY;
-        match self.fast_row_with(cies, svma, &mut row) {
+        let verdict =
+            self.with_scratch(|s| self.fast_row_with(&mut s.fast, svma, &mut row, compiled));
+        match verdict {
             fast::Fast::Row(..) => RowLookup::Row(row),
             fast::Fast::NotCovered => RowLookup::NotCovered,
             fast::Fast::Decline => RowLookup::Declined,

@@ -132,6 +132,8 @@ fn fast_path_matches_gimli_on_system_libraries() {
             for a in probe_addresses(&fastu, off, start, end) {
                 let want = refu.reference_row(a);
                 let got = fastu.fast_row(a);
+                // The FDE's compiled rows (compiled at its first probe) give the same row.
+                assert_eq!(fastu.compiled_row(a), got, "{name} {a:#x}");
                 rows += 1;
                 match got {
                     RowLookup::Row(r) => {
@@ -179,11 +181,17 @@ fn fast_path_matches_gimli_on_system_libraries() {
             }
         }
         let pct = fast as f64 * 100.0 / rows as f64;
+        let probed = fdes.len().div_ceil(stride);
+        let (compiled, bytes) = fastu.compiled_stats();
         eprintln!(
-            "{name}: {} of {} FDEs, {rows} rows probed, {fast} on the fast path ({pct:.2}%), \
-             {steps} unwinds compared, {handlers} with a handler",
-            fdes.len().div_ceil(stride),
+            "{name}: {probed} of {} FDEs, {rows} rows probed, {fast} on the fast path ({pct:.2}%), \
+             {steps} unwinds compared, {handlers} with a handler; {compiled} FDEs compiled \
+             ({bytes} bytes)",
             fdes.len()
+        );
+        assert!(
+            compiled * 100 > probed * 99,
+            "{name}: only {compiled} of {probed} FDEs compiled"
         );
         assert!(
             pct > 99.0,
@@ -294,7 +302,77 @@ fn fast_and_reference(eh: &[u8], addr: u64) -> RowLookup {
             "{addr:#x}"
         );
     }
+    // Through compiled rows (the second lookup into the FDE compiles it), every address in and
+    // around the FDE gives the interpreter's row, and a step at `addr` gimli's path's answer.
+    let mut c = unwinder(eh, Some(&hdr));
+    c.set_rule_cache(false);
+    for a in (FDE_START - 2..FDE_START + 0x102).chain([addr]) {
+        assert_eq!(c.compiled_row(a), u.fast_row(a), "compiled {a:#x}");
+    }
+    for with_pointers in [true, false] {
+        assert_eq!(
+            unwound(&c, &regs, &mem, with_pointers),
+            unwound(&reference, &regs, &mem, with_pointers),
+            "compiled {addr:#x}"
+        );
+    }
     fast
+}
+
+/// Whether the FDE of `eh` compiles, after the lookups that compile it.
+fn compiles(eh: &[u8]) -> bool {
+    let hdr = hdr_for(eh);
+    let c = unwinder(eh, Some(&hdr));
+    assert_eq!(c.compiled_stats().0, 0);
+    c.compiled_row(FDE_START);
+    assert_eq!(c.compiled_stats().0, 0, "the first lookup only interprets");
+    c.compiled_row(FDE_START + 1);
+    c.compiled_stats().0 == 1
+}
+
+/// An FDE compiles when its whole program is in the subset; one that leaves it anywhere, even
+/// after the addresses looked up, stays interpreted with the same rows; rows past the FDE's
+/// end are never run.
+#[test]
+fn compiled_rows_take_only_whole_programs() {
+    let ok = [ADVANCE | 1, DEF_CFA_OFFSET, 16, ADVANCE | 4, DEF_CFA_OFFSET, 8];
+    assert!(compiles(&Cfi::new(&CIE_X64, &ok).bytes()));
+    assert_eq!(
+        fast_and_reference(&Cfi::new(&CIE_X64, &ok).bytes(), 0x1003),
+        row((7, 16), &[RA_RULE])
+    );
+    // An unknown opcode after the second row: the interpreter gives the rows before it.
+    let tail = [ADVANCE | 1, DEF_CFA_OFFSET, 16, ADVANCE | 1, 0x3f];
+    let eh = Cfi::new(&CIE_X64, &tail).bytes();
+    assert!(!compiles(&eh));
+    assert_eq!(fast_and_reference(&eh, 0x1000), row((7, 8), &[RA_RULE]));
+    assert_eq!(fast_and_reference(&eh, 0x1001), row((7, 16), &[RA_RULE]));
+    assert_eq!(fast_and_reference(&eh, 0x1002), RowLookup::Declined);
+    // The unknown opcode after an advance past the FDE's end (0x200 > 0x100) is never run.
+    let past = [0x03, 0x00, 0x02, DEF_CFA_OFFSET, 16, 0x3f];
+    let eh = Cfi::new(&CIE_X64, &past).bytes();
+    assert!(compiles(&eh));
+    assert_eq!(fast_and_reference(&eh, 0x10ff), row((7, 8), &[RA_RULE]));
+    // Empty rows (advance by 0) and rows equal to the one before them.
+    let empty = [
+        ADVANCE,
+        DEF_CFA_OFFSET,
+        16,
+        ADVANCE | 2,
+        DEF_CFA_OFFSET,
+        16,
+        ADVANCE | 2,
+        0x0a,
+        DEF_CFA_OFFSET,
+        24,
+        ADVANCE | 1,
+        0x0b,
+    ];
+    let eh = Cfi::new(&CIE_X64, &empty).bytes();
+    assert!(compiles(&eh));
+    assert_eq!(fast_and_reference(&eh, 0x1000), row((7, 16), &[RA_RULE]));
+    assert_eq!(fast_and_reference(&eh, 0x1004), row((7, 24), &[RA_RULE]));
+    assert_eq!(fast_and_reference(&eh, 0x1005), row((7, 16), &[RA_RULE]));
 }
 
 fn row(cfa: (u16, i64), rules: &[(u16, Rule)]) -> RowLookup {
