@@ -12,7 +12,7 @@ mod regs;
 mod rule;
 mod walker;
 
-pub use memory::{MemoryError, MemoryReader, Region, RegionMemory, SliceMemory};
+pub use memory::{MemoryError, MemoryReader, Region, RegionMemory, SliceMemory, SpanReader};
 pub use range::{RangeKey, RangeTable, RangeTableError};
 pub use regs::{Reg, Regs, REG_NAMES};
 pub use rule::{unwind_by_rule, CompactRule, RULE_SAVES};

@@ -2,7 +2,9 @@
 
 use crate::space::{AddressSpace, Module, ModuleId};
 use core::fmt;
-use xunwind_core::{CompactRule, MemoryError, MemoryReader, PcKind, Reg, Regs, Trust, UnwindError};
+use xunwind_core::{
+    CompactRule, MemoryError, MemoryReader, PcKind, Reg, Regs, SpanReader, Trust, UnwindError,
+};
 
 /// Why a walk ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +171,80 @@ impl WalkCache {
         self.entries.fill(EMPTY);
     }
 
+    /// The rule this cache holds for `pc` (looked up as `kind` says), if it was filled from
+    /// `space` as it is now: a debugger's "which rule covers this pc" without a table lookup.
+    ///
+    /// `None` when the pc is not held, when its module's walker gave no [`CompactRule`] for it,
+    /// or when the cache was last used with another space or before `space` changed (it never
+    /// answers with another space's rule). Probing does not fill: see [`WalkCache::fill`].
+    #[inline]
+    pub fn rule(&self, space: &AddressSpace<'_>, pc: u64, kind: PcKind) -> Option<&CompactRule> {
+        if self.owner != (space.id(), space.generation()) {
+            return None;
+        }
+        let e = &self.entries[self.slot(pc)];
+        (e.pc == pc && e.flags == key_flags(kind))
+            .then_some(e.rule.as_ref())
+            .flatten()
+    }
+
+    /// The module owning `pc` (looked up as `kind` says) and the rule its walker gives there,
+    /// from the cache or, on a miss, from the module (and then kept, evicting the slot's
+    /// previous pc). `mem` is the process's memory, for values a rule keeps (see
+    /// [`FrameWalker::rule`]). `None` when no module owns the pc. Starts over when the cache
+    /// was last used with another space or before `space` changed.
+    ///
+    /// [`FrameWalker::rule`]: xunwind_core::FrameWalker::rule
+    pub fn fill(
+        &mut self,
+        space: &AddressSpace<'_>,
+        pc: u64,
+        kind: PcKind,
+        mem: &dyn MemoryReader,
+    ) -> Option<(ModuleId, Option<&CompactRule>)> {
+        self.own(space);
+        let (module, slot) = self.find(space, pc, kind, mem);
+        Some((module?, self.entries[slot?].rule.as_ref()))
+    }
+
+    /// Empties the cache if it was filled from another space or state of `space`.
+    #[inline]
+    fn own(&mut self, space: &AddressSpace<'_>) {
+        let owner = (space.id(), space.generation());
+        if self.owner != owner {
+            self.clear();
+            self.owner = owner;
+        }
+    }
+
+    /// The module owning `pc` (looked up as `kind` says) and the slot holding its rule,
+    /// filling the slot on a miss. The caller has called [`WalkCache::own`].
+    #[inline]
+    fn find(
+        &mut self,
+        space: &AddressSpace<'_>,
+        pc: u64,
+        kind: PcKind,
+        mem: &dyn MemoryReader,
+    ) -> (Option<ModuleId>, Option<usize>) {
+        let flags = key_flags(kind);
+        let i = self.slot(pc);
+        let e = &self.entries[i];
+        if e.pc == pc && e.flags == flags {
+            return (Some(ModuleId(e.module)), Some(i));
+        }
+        let Some((id, m)) = space.module_at(kind.lookup_address(pc)) else {
+            return (None, None);
+        };
+        self.entries[i] = Entry {
+            pc,
+            flags,
+            module: id.0,
+            rule: m.walker.rule(pc, kind, mem),
+        };
+        (Some(id), Some(i))
+    }
+
     #[inline]
     fn slot(&self, pc: u64) -> usize {
         // A 1-slot cache has shift 64, which `>>` would reject.
@@ -185,6 +261,12 @@ const INITIAL_FRAMES: usize = 64;
 const EXACT: u8 = 1;
 const LIVE: u8 = 2;
 
+/// The flags of a live entry for a pc looked up as `kind` says.
+#[inline]
+fn key_flags(kind: PcKind) -> u8 {
+    LIVE | if kind == PcKind::Exact { EXACT } else { 0 }
+}
+
 /// Where a frame's module and rule come from: the cache when there is one, else the space.
 struct Lookup<'c> {
     cache: Option<&'c mut WalkCache>,
@@ -200,28 +282,13 @@ impl Lookup<'_> {
         kind: PcKind,
         mem: &dyn MemoryReader,
     ) -> (Option<ModuleId>, Option<usize>) {
-        let Some(cache) = self.cache.as_deref_mut() else {
-            return (
+        match self.cache.as_deref_mut() {
+            Some(cache) => cache.find(space, pc, kind, mem),
+            None => (
                 space.module_at(kind.lookup_address(pc)).map(|(id, _)| id),
                 None,
-            );
-        };
-        let flags = LIVE | if kind == PcKind::Exact { EXACT } else { 0 };
-        let i = cache.slot(pc);
-        let e = &cache.entries[i];
-        if e.pc == pc && e.flags == flags {
-            return (Some(ModuleId(e.module)), Some(i));
+            ),
         }
-        let Some((id, m)) = space.module_at(kind.lookup_address(pc)) else {
-            return (None, None);
-        };
-        cache.entries[i] = Entry {
-            pc,
-            flags,
-            module: id.0,
-            rule: m.walker.rule(pc, kind, mem),
-        };
-        (Some(id), Some(i))
     }
 
     #[inline]
@@ -319,11 +386,7 @@ impl StackWalker {
     }
 
     fn lookup<'c>(space: &AddressSpace<'_>, cache: &'c mut WalkCache) -> Lookup<'c> {
-        let owner = (space.id(), space.generation());
-        if cache.owner != owner {
-            cache.clear();
-            cache.owner = owner;
-        }
+        cache.own(space);
         Lookup { cache: Some(cache) }
     }
 
@@ -338,6 +401,10 @@ impl StackWalker {
         let (Some(mut pc), Some(mut sp)) = (regs.rip(), regs.rsp()) else {
             return StopReason::MissingRegisters;
         };
+        // Nearly every read of a walk is of the stack the context's rsp points into: served
+        // from its bytes when the reader holds them, the rules' reads compile to slice loads.
+        let stack = SpanReader::new(mem, sp);
+        let mem = &stack;
         // The module owning each frame's pc is found once: it names the frame and unwinds it.
         let (mut module, mut slot) = lookup.find(space, pc, PcKind::Exact, mem);
         sink.push(pc, sp, Trust::Context, module, regs);
