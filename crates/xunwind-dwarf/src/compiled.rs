@@ -104,8 +104,9 @@ impl Hasher for WordHasher {
 }
 
 impl Compiled {
-    /// The row at `svma` from FDE `i` of `fdes` (at section offset `offset`), compiling the FDE
-    /// on its second use. `None` when the FDE is not compiled (the caller interprets it).
+    /// The row at `svma` from FDE `i` of `fdes` (at section offset `offset()`, read only to
+    /// compile), compiling the FDE on its second use. `None` when the FDE is not compiled (the
+    /// caller interprets it).
     #[inline]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn row_at(
@@ -115,7 +116,7 @@ impl Compiled {
         eh: &[u8],
         b: &Bases,
         cies: &mut CieCache,
-        offset: usize,
+        offset: impl FnOnce() -> Option<usize>,
         svma: u64,
         row: &mut CompactRow,
     ) -> Option<Fast> {
@@ -127,11 +128,7 @@ impl Compiled {
                 self.slots[i] = SEEN;
                 return None;
             }
-            SEEN => {
-                let at = self.compile(eh, b, cies, offset);
-                self.slots[i] = at.map_or(DECLINED, |a| a + FIRST);
-                at?
-            }
+            SEEN => self.compile_slot(i, eh, b, cies, offset)?,
             DECLINED => return None,
             s => s - FIRST,
         } as usize;
@@ -161,6 +158,41 @@ impl Compiled {
             pointer(LSDA, LSDA_INDIRECT, head[3]),
             pointer(PERSONALITY, PERSONALITY_INDIRECT, head[4]),
         ))
+    }
+
+    /// Compiles FDE `i` of `fdes` unless it was compiled or declined before; whether it is
+    /// compiled now.
+    pub(crate) fn ensure(
+        &mut self,
+        fdes: usize,
+        i: usize,
+        eh: &[u8],
+        b: &Bases,
+        cies: &mut CieCache,
+        offset: impl FnOnce() -> Option<usize>,
+    ) -> bool {
+        if self.slots.len() != fdes {
+            self.slots = vec![UNSEEN; fdes];
+        }
+        match self.slots.get(i) {
+            Some(&(UNSEEN | SEEN)) => self.compile_slot(i, eh, b, cies, offset).is_some(),
+            Some(&s) => s >= FIRST,
+            None => false,
+        }
+    }
+
+    /// Compiles FDE `i` and records the outcome in its slot.
+    fn compile_slot(
+        &mut self,
+        i: usize,
+        eh: &[u8],
+        b: &Bases,
+        cies: &mut CieCache,
+        offset: impl FnOnce() -> Option<usize>,
+    ) -> Option<u32> {
+        let at = offset().and_then(|o| self.compile(eh, b, cies, o));
+        self.slots[i] = at.map_or(DECLINED, |a| a + FIRST);
+        at
     }
 
     /// Compiles the FDE at `offset` into `words`; its header's position, or `None` (nothing

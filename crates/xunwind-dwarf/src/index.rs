@@ -130,11 +130,10 @@ impl FdeIndex {
         self.offsets.get(i).map(|&o| o as usize)
     }
 
-    /// As [`FdeIndex::candidate`], with the FDE's position in the index (0..len).
+    /// The position in the index (0..len) of [`FdeIndex::candidate`]'s FDE.
     #[inline]
-    pub fn candidate_at(&self, svma: u64) -> Option<(usize, usize)> {
-        let i = self.table.lookup(svma)?;
-        self.offsets.get(i).map(|&o| (i, o as usize))
+    pub fn position(&self, svma: u64) -> Option<usize> {
+        self.table.lookup(svma)
     }
 
     /// Number of FDEs indexed.

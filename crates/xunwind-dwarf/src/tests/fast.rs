@@ -335,7 +335,14 @@ fn compiles(eh: &[u8]) -> bool {
 /// end are never run.
 #[test]
 fn compiled_rows_take_only_whole_programs() {
-    let ok = [ADVANCE | 1, DEF_CFA_OFFSET, 16, ADVANCE | 4, DEF_CFA_OFFSET, 8];
+    let ok = [
+        ADVANCE | 1,
+        DEF_CFA_OFFSET,
+        16,
+        ADVANCE | 4,
+        DEF_CFA_OFFSET,
+        8,
+    ];
     assert!(compiles(&Cfi::new(&CIE_X64, &ok).bytes()));
     assert_eq!(
         fast_and_reference(&Cfi::new(&CIE_X64, &ok).bytes(), 0x1003),
@@ -822,4 +829,35 @@ fn personality_and_lsda_are_resolved() {
         );
     }
     assert!(u.is_rule_cached(0x1001));
+}
+
+/// `compile_all` compiles (nearly) every FDE of libc and libstdc++ at once, and every address
+/// then gets the interpreter's row from the compiled rows without compiling anything more.
+#[test]
+fn compile_all_gives_the_interpreters_rows() {
+    for name in ["libc.so.6", "libstdc++.so.6"] {
+        let Some(bytes) = system_lib(name) else {
+            continue;
+        };
+        let u = DwarfUnwinder::new(&bytes, 0).unwrap();
+        let interp = DwarfUnwinder::new(&bytes, 0).unwrap();
+        let t = std::time::Instant::now();
+        let n = u.compile_all();
+        let took = t.elapsed();
+        let (compiled, bytes_held) = u.compiled_stats();
+        let fdes = linear_fdes(&u);
+        eprintln!(
+            "{name}: compile_all: {n} of {} FDEs in {took:?}, {bytes_held} bytes",
+            fdes.len()
+        );
+        assert_eq!(n, compiled);
+        assert!(n * 100 > fdes.len() * 99, "{name}: {n} of {}", fdes.len());
+        assert_eq!(u.compile_all(), n, "a second call compiles nothing new");
+        for &(start, end, _) in &fdes {
+            for a in [start, start + 1, start + (end - start) / 2, end - 1] {
+                assert_eq!(u.compiled_row(a), interp.fast_row(a), "{name} {a:#x}");
+            }
+        }
+        assert_eq!(u.compiled_stats(), (compiled, bytes_held), "{name}");
+    }
 }
