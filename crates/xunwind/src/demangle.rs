@@ -62,12 +62,13 @@ fn is_rust_legacy(name: &str) -> bool {
     else {
         return false;
     };
-    let body = rest.split('.').next().unwrap_or(rest);
+    // Bytes, not str slices: the cut 20 bytes from the end may fall inside a UTF-8 character.
+    let body = rest.split('.').next().unwrap_or(rest).as_bytes();
     body.len() >= 20 && {
         let tail = &body[body.len() - 20..];
-        tail.starts_with("17h")
-            && tail.ends_with('E')
-            && tail[3..19].bytes().all(|b| b.is_ascii_hexdigit())
+        tail.starts_with(b"17h")
+            && tail.ends_with(b"E")
+            && tail[3..19].iter().all(u8::is_ascii_hexdigit)
     }
 }
 
@@ -254,6 +255,14 @@ mod tests {
             d("??RKlass@ns@@QEAAHH@Z").as_deref(),
             Some("ns::Klass::operator()")
         );
+    }
+
+    #[test]
+    fn fuzz_regressions() {
+        // A `_ZN` name with a multi-byte character 20 bytes from its end (a str slice there
+        // panicked).
+        assert_eq!(d("_ZN2\u{fffd}s5Klass6met\u{fffd}odEv"), None);
+        assert_eq!(d("_ZNé17h0123456789abcdefE"), None);
     }
 
     #[test]
