@@ -9,7 +9,9 @@
 //!
 //! The demanglers recurse and can expand back-references exponentially, and symbol names are
 //! input like any other: names longer than [`MAX_MANGLED_LEN`] are not demangled, recursion is
-//! capped, and output stops at [`MAX_DEMANGLED_LEN`] bytes (then the raw name is kept).
+//! capped (Itanium, Rust) or, for MSVC names, whose demangler has no cap, given a thread with a
+//! stack deep enough for the longest name, and output stops at [`MAX_DEMANGLED_LEN`] bytes (then
+//! the raw name is kept).
 
 use core::fmt;
 
@@ -23,9 +25,15 @@ pub const MAX_DEMANGLED_LEN: usize = 16 * 1024;
 /// names nest far less, and a lower cap keeps debug builds' stacks safe on small threads).
 const ITANIUM_RECURSION: u32 = 64;
 
-/// Most `?`/`@`-opened scopes an MSVC name may nest: `msvc-demangler` has no recursion limit of
-/// its own, and each template argument list or nested name is a level of recursion.
-const MSVC_MAX_NESTING: usize = 24;
+/// Longest MSVC name demangled on the caller's stack. `msvc-demangler` has no recursion limit
+/// and its parser can go one level deeper per byte (`PEAPEA...`: pointer to pointer to ...);
+/// measured at up to 4 KiB of stack per byte in debug builds (1 KiB in release), so up to this
+/// length any thread's stack will do, and longer names go to a thread of their own.
+const MSVC_INLINE_LEN: usize = 128;
+
+/// Stack of the thread that demangles longer MSVC names: [`MAX_MANGLED_LEN`] levels at the
+/// worst cost measured, with room to spare. Only reserved; the pages a name touches are used.
+const MSVC_THREAD_STACK: usize = 64 << 20;
 
 /// The short demangled form of `name`, or `None` when it is not a mangled name we recognise or
 /// its demangler rejects it.
@@ -40,15 +48,18 @@ pub fn demangle(name: &str) -> Option<String> {
     if name.len() > MAX_MANGLED_LEN {
         return None;
     }
-    let out = if name.starts_with("_R") || name.starts_with("__R") || is_rust_legacy(name) {
-        rust(name)
-    } else if name.starts_with("_Z") || name.starts_with("__Z") {
-        itanium(name)
-    } else if name.starts_with('?') {
-        msvc(name)
-    } else {
-        None
-    }?;
+    let demangler: fn(&str) -> Option<String> =
+        if name.starts_with("_R") || name.starts_with("__R") || is_rust_legacy(name) {
+            rust
+        } else if name.starts_with("_Z") || name.starts_with("__Z") {
+            itanium
+        } else if name.starts_with('?') {
+            msvc
+        } else {
+            return None;
+        };
+    // The demanglers are not ours: a panic inside one costs this name its demangling only.
+    let out = std::panic::catch_unwind(|| demangler(name)).ok()??;
     // A demangler that accepts a name but prints nothing (or the name itself) adds nothing.
     (!out.is_empty() && out != name).then_some(out)
 }
@@ -110,18 +121,25 @@ fn itanium(name: &str) -> Option<String> {
 }
 
 fn msvc(name: &str) -> Option<String> {
-    if msvc_nesting(name) > MSVC_MAX_NESTING {
-        return None;
+    fn run(name: &str) -> Option<String> {
+        use msvc_demangler::DemangleFlags as F;
+        // WinDbg's form: the qualified name, template arguments without class/struct keywords.
+        let out = msvc_demangler::demangle(name, F::NAME_ONLY | F::NO_CLASS_TYPE).ok()?;
+        (out.len() <= MAX_DEMANGLED_LEN).then_some(out)
     }
-    let flags = msvc_demangler::DemangleFlags::NAME_ONLY;
-    let out = msvc_demangler::demangle(name, flags).ok()?;
-    (out.len() <= MAX_DEMANGLED_LEN).then_some(out)
-}
-
-/// An upper bound on how deeply `msvc-demangler` recurses for `name`: every `?` opens a nested
-/// name or template (`?$`), and every `$` a template argument form.
-fn msvc_nesting(name: &str) -> usize {
-    name.bytes().filter(|&b| b == b'?' || b == b'$').count()
+    if name.len() <= MSVC_INLINE_LEN {
+        return run(name);
+    }
+    // A failure to start the thread, or a panic in it, leaves the name raw.
+    let owned = name.to_string();
+    std::thread::Builder::new()
+        .name("xunwind-demangle".into())
+        .stack_size(MSVC_THREAD_STACK)
+        .spawn(move || run(&owned))
+        .ok()?
+        .join()
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -255,6 +273,28 @@ mod tests {
             d("??RKlass@ns@@QEAAHH@Z").as_deref(),
             Some("ns::Klass::operator()")
         );
+        // Longer than the in-place limit: demangled on a thread of its own.
+        let long = "?push_back@?$vector@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@V?$allocator@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@@2@@std@@QEAAX$$QEAV?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@@Z";
+        assert!(long.len() > MSVC_INLINE_LEN);
+        assert_eq!(
+            d(long).as_deref(),
+            Some(
+                "std::vector<std::basic_string<char,std::char_traits<char>,std::allocator<char> >,\
+                 std::allocator<std::basic_string<char,std::char_traits<char>,std::allocator<char> > \
+                 > >::push_back"
+            )
+        );
+    }
+
+    #[test]
+    fn deep_msvc_names_do_not_overflow_the_stack() {
+        // One parser level per byte or so, 4 KiB long: this overflowed an 8 MiB stack (debug)
+        // when demangled in place; test threads have 2 MiB.
+        let pointers = format!("?f@@YAX{}H@Z", "PEA".repeat(1360));
+        assert!(pointers.len() <= MAX_MANGLED_LEN);
+        assert_eq!(d(&pointers).as_deref(), Some("f"));
+        let functions = format!("?f@@YAX{}@Z", "P6AX".repeat(1020));
+        assert_eq!(d(&functions), None);
     }
 
     #[test]
