@@ -10,7 +10,9 @@
 //! Lines: `xunwind` is `StackWalker::walk` (default options; returns every frame's full
 //! register set); `xunwind_cached` is `StackWalker::walk_cached` with one `WalkCache` kept
 //! across iterations (the same frames, full register sets included); `xunwind_pcs` is
-//! `pcs_cached` with the same cache (only the pcs, a profiler's sample: framehop's output); `xunwind_steps` unwinds in place with each module's `FrameWalker::unwind`
+//! `pcs_cached` with the same cache (only the pcs, a profiler's sample: framehop's output);
+//! `probe` is the cache probe alone (`WalkCache::rule` on each of the stack's pcs, with the
+//! cache those lines left: the cost of a hit without applying the rule); `xunwind_steps` unwinds in place with each module's `FrameWalker::unwind`
 //! (no context pointers) and collects only the pcs, the same work framehop's line does; `framehop` calls `unwind_frame` frame by frame
 //! with one `CacheX86_64` kept across iterations, collecting the pcs into a `Vec`.
 //! Groups: `one_stack` walks the same stack every time (every cache hot, though two of its 32
@@ -33,7 +35,7 @@
 //! --measurement-time 3`. Override the library directory with `XUNWIND_ELF_DIR`.
 
 mod common;
-use common::{framehop_walk, xunwind_steps, FRAMES};
+use common::{framehop_walk, probe_all, xunwind_steps, FRAMES};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
@@ -389,6 +391,22 @@ fn bench(c: &mut Criterion<Clock>) {
                     &mut pcs,
                 );
                 black_box((stop, pcs.len()))
+            })
+        });
+        let mut i = 0usize;
+        let held: usize = stacks[..n]
+            .iter()
+            .map(|s| probe_all(&space, &wcache, &s.pcs))
+            .sum();
+        eprintln!(
+            "{group}: the cache holds rules for {held} of {} pcs",
+            n * FRAMES
+        );
+        g.bench_function("probe", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(probe_all(&space, &wcache, black_box(&stacks[k].pcs)))
             })
         });
         let mut i = 0usize;

@@ -9,7 +9,9 @@
 //! register set) over `PeUnwinder`s, whose compiled rules are warm after the first walk;
 //! `xunwind_cached` is `StackWalker::walk_cached` with one `WalkCache` kept across iterations
 //! (the same frames, full register sets included); `xunwind_pcs` is `pcs_cached` with the same
-//! cache (only the pcs, a profiler's sample: framehop's output);
+//! cache (only the pcs, a profiler's sample: framehop's output); `probe` is the cache probe
+//! alone (`WalkCache::rule` on each of the stack's pcs, with the cache those lines left: the
+//! cost of a hit without applying the rule);
 //! `framehop` calls `unwind_frame` frame by frame with one `CacheX86_64` kept across
 //! iterations (warm), collecting the pcs into a `Vec`; `xunwind_steps` steps each module's
 //! `FrameWalker` directly and collects only the pcs, the same work framehop's line does.
@@ -24,7 +26,7 @@
 //! does nothing.
 
 mod common;
-use common::{framehop_walk, xunwind_steps, FRAMES};
+use common::{framehop_walk, probe_all, xunwind_steps, FRAMES};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
 use framehop::{ModuleSectionInfo, Unwinder};
@@ -205,6 +207,19 @@ fn bench(c: &mut Criterion) {
                     &mut pcs,
                 );
                 black_box((stop, pcs.len()))
+            })
+        });
+        let mut i = 0usize;
+        let held: usize = set.iter().map(|s| probe_all(&space, &wcache, &s.pcs)).sum();
+        eprintln!(
+            "{group}: the cache holds rules for {held} of {} pcs",
+            n * FRAMES
+        );
+        g.bench_function("probe", |b| {
+            b.iter(|| {
+                let k = i % n;
+                i = i.wrapping_add(1);
+                black_box(probe_all(&space, &wcache, black_box(&set[k].pcs)))
             })
         });
         let mut i = 0usize;

@@ -4,7 +4,7 @@
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Unwinder};
 use xunwind::core::{PcKind, Reg, SliceMemory};
-use xunwind::AddressSpace;
+use xunwind::{AddressSpace, WalkCache};
 use xunwind_benches::stacks::{PeStack, STACK_BASE};
 
 /// Frames per stack.
@@ -70,4 +70,17 @@ pub fn xunwind_steps(space: &AddressSpace<'_>, stack: &PeStack, mem: &SliceMemor
         }
     }
     pcs
+}
+
+/// The cache probe alone: how many of a stack's pcs (frame 0 exact, then return addresses)
+/// `cache` holds a rule for.
+#[inline(never)]
+pub fn probe_all(space: &AddressSpace<'_>, cache: &WalkCache, pcs: &[u64]) -> usize {
+    let mut kind = PcKind::Exact;
+    let mut hits = 0;
+    for &pc in pcs {
+        hits += usize::from(cache.rule(space, pc, kind).is_some());
+        kind = PcKind::ReturnAddress;
+    }
+    hits
 }

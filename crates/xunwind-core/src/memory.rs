@@ -111,7 +111,12 @@ impl<'a, M: MemoryReader + ?Sized> SpanReader<'a, M> {
     /// Reads `inner`, with its span containing `addr` (if it has one) served directly.
     #[inline]
     pub fn new(inner: &'a M, addr: u64) -> Self {
-        let (base, bytes) = inner.span(addr).unwrap_or((0, &[]));
+        let (base, mut bytes) = inner.span(addr).unwrap_or((0, &[]));
+        // Bytes past 2^64 have no address of their own; dropping them lets `get` find an
+        // offset with one wrapping subtraction. Reads running into them go to `inner`.
+        if let Some(room) = (u64::MAX - base).checked_add(1) {
+            bytes = &bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
+        }
         SpanReader { base, bytes, inner }
     }
 
@@ -123,10 +128,9 @@ impl<'a, M: MemoryReader + ?Sized> SpanReader<'a, M> {
     /// The `N` bytes at `addr` if all lie in the span.
     #[inline(always)]
     fn get<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
-        // `checked_sub`, not wrapping: an address below the span is not in it even when the
-        // span's end wraps past 2^64.
-        let off = usize::try_from(addr.checked_sub(self.base)?).ok()?;
-        self.bytes.get(off..off.checked_add(N)?)?.try_into().ok()
+        // An address below the base wraps to an offset past the span, which ends below 2^64.
+        let off = usize::try_from(addr.wrapping_sub(self.base)).ok()?;
+        self.bytes.get(off..)?.first_chunk::<N>().copied()
     }
 }
 
@@ -412,6 +416,12 @@ mod tests {
         let top = SliceMemory::new(u64::MAX - 15, &bytes[..16]);
         same_as_inner(&top, u64::MAX, u64::MAX - 20, u64::MAX);
         same_as_inner(&top, u64::MAX, 0, 20);
+        // One whose bytes run past 2^64: reads may run into them, but low addresses do not
+        // wrap around into them.
+        let past = SliceMemory::new(u64::MAX - 7, &bytes[..16]);
+        same_as_inner(&past, u64::MAX, u64::MAX - 20, u64::MAX);
+        same_as_inner(&past, u64::MAX, 0, 20);
+        assert_eq!(SpanReader::new(&past, u64::MAX).direct().1.len(), 8);
     }
 
     #[test]

@@ -105,25 +105,39 @@ impl Default for StackWalker {
 pub struct WalkCache {
     /// The space (id, generation) the entries were filled from.
     owner: (u64, u64),
+    /// `64 - log2(slots) - 1`: the hash's top bits, less one, index the slots (a shift of 64
+    /// is not a shift, so a 1-slot cache shifts once more by one).
     shift: u32,
     entries: Box<[Entry]>,
 }
 
+/// One slot: two cache lines, the key and the rule's hot fields in the first.
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct Entry {
-    /// pc, with bit 0 of `flags` saying "exact" and bit 1 "live".
     pc: u64,
-    flags: u8,
-    module: usize,
+    /// The module's index shifted left by 2, bit 0 "exact", bit 1 "live".
+    meta: u64,
     rule: Option<CompactRule>,
 }
 
 const EMPTY: Entry = Entry {
     pc: 0,
-    flags: 0,
-    module: 0,
+    meta: 0,
     rule: None,
 };
+
+impl Entry {
+    #[inline(always)]
+    fn flags(&self) -> u8 {
+        (self.meta & 3) as u8
+    }
+
+    #[inline(always)]
+    fn module(&self) -> ModuleId {
+        ModuleId((self.meta >> 2) as usize)
+    }
+}
 
 impl Default for WalkCache {
     fn default() -> Self {
@@ -151,14 +165,17 @@ impl WalkCache {
         let n = slots.clamp(1, 1 << 20).next_power_of_two();
         WalkCache {
             owner: (0, 0),
-            shift: 64 - n.trailing_zeros(),
+            shift: 63 - n.trailing_zeros(),
             entries: vec![EMPTY; n].into_boxed_slice(),
         }
     }
 
     /// Number of pcs held.
     pub fn len(&self) -> usize {
-        self.entries.iter().filter(|e| e.flags & LIVE != 0).count()
+        self.entries
+            .iter()
+            .filter(|e| e.flags() & LIVE != 0)
+            .count()
     }
 
     /// Whether no pc is held.
@@ -182,8 +199,8 @@ impl WalkCache {
         if self.owner != (space.id(), space.generation()) {
             return None;
         }
-        let e = &self.entries[self.slot(pc)];
-        (e.pc == pc && e.flags == key_flags(kind))
+        let e = self.entries.get(self.slot(pc))?;
+        (e.pc == pc && e.flags() == key_flags(kind))
             .then_some(e.rule.as_ref())
             .flatten()
     }
@@ -203,8 +220,8 @@ impl WalkCache {
         mem: &dyn MemoryReader,
     ) -> Option<(ModuleId, Option<&CompactRule>)> {
         self.own(space);
-        let (module, slot) = self.find(space, pc, kind, mem);
-        Some((module?, self.entries[slot?].rule.as_ref()))
+        let (module, rule) = self.find(space, pc, kind, mem);
+        Some((module?, rule))
     }
 
     /// Empties the cache if it was filled from another space or state of `space`.
@@ -217,8 +234,8 @@ impl WalkCache {
         }
     }
 
-    /// The module owning `pc` (looked up as `kind` says) and the slot holding its rule,
-    /// filling the slot on a miss. The caller has called [`WalkCache::own`].
+    /// The module owning `pc` (looked up as `kind` says) and its rule, filling the slot on a
+    /// miss. The caller has called [`WalkCache::own`].
     #[inline]
     fn find(
         &mut self,
@@ -226,31 +243,48 @@ impl WalkCache {
         pc: u64,
         kind: PcKind,
         mem: &dyn MemoryReader,
-    ) -> (Option<ModuleId>, Option<usize>) {
+    ) -> (Option<ModuleId>, Option<&CompactRule>) {
         let flags = key_flags(kind);
         let i = self.slot(pc);
-        let e = &self.entries[i];
-        if e.pc == pc && e.flags == flags {
-            return (Some(ModuleId(e.module)), Some(i));
+        let Some(e) = self.entries.get(i) else {
+            return (None, None);
+        };
+        if e.pc == pc && e.flags() == flags {
+            // Borrowed anew: returning `e` would hold the borrow over the miss path too.
+            let e = &self.entries[i];
+            return (Some(e.module()), e.rule.as_ref());
         }
+        self.fill_slot(i, space, pc, kind, mem)
+    }
+
+    /// A miss: the module's answer, kept in slot `i`.
+    #[inline(never)]
+    fn fill_slot(
+        &mut self,
+        i: usize,
+        space: &AddressSpace<'_>,
+        pc: u64,
+        kind: PcKind,
+        mem: &dyn MemoryReader,
+    ) -> (Option<ModuleId>, Option<&CompactRule>) {
         let Some((id, m)) = space.module_at(kind.lookup_address(pc)) else {
             return (None, None);
         };
-        self.entries[i] = Entry {
+        let Some(e) = self.entries.get_mut(i) else {
+            return (Some(id), None);
+        };
+        // Module indices are vector positions: far below 2^62.
+        *e = Entry {
             pc,
-            flags,
-            module: id.0,
+            meta: (id.0 as u64) << 2 | u64::from(key_flags(kind)),
             rule: m.walker.rule(pc, kind, mem),
         };
-        (Some(id), Some(i))
+        (Some(id), e.rule.as_ref())
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(&self, pc: u64) -> usize {
-        // A 1-slot cache has shift 64, which `>>` would reject.
-        (pc.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            .checked_shr(self.shift)
-            .unwrap_or(0) as usize
+        (pc.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1 >> self.shift) as usize
     }
 }
 
@@ -273,7 +307,7 @@ struct Lookup<'c> {
 }
 
 impl Lookup<'_> {
-    /// The module owning `pc` (looked up as `kind` says) and the cache slot holding its rule.
+    /// The module owning `pc` (looked up as `kind` says) and its cached rule.
     #[inline]
     fn find(
         &mut self,
@@ -281,7 +315,7 @@ impl Lookup<'_> {
         pc: u64,
         kind: PcKind,
         mem: &dyn MemoryReader,
-    ) -> (Option<ModuleId>, Option<usize>) {
+    ) -> (Option<ModuleId>, Option<&CompactRule>) {
         match self.cache.as_deref_mut() {
             Some(cache) => cache.find(space, pc, kind, mem),
             None => (
@@ -289,11 +323,6 @@ impl Lookup<'_> {
                 None,
             ),
         }
-    }
-
-    #[inline]
-    fn rule(&self, slot: Option<usize>) -> Option<&CompactRule> {
-        self.cache.as_deref()?.entries.get(slot?)?.rule.as_ref()
     }
 }
 
@@ -406,7 +435,7 @@ impl StackWalker {
         let stack = SpanReader::new(mem, sp);
         let mem = &stack;
         // The module owning each frame's pc is found once: it names the frame and unwinds it.
-        let (mut module, mut slot) = lookup.find(space, pc, PcKind::Exact, mem);
+        let (mut module, mut rule) = lookup.find(space, pc, PcKind::Exact, mem);
         sink.push(pc, sp, Trust::Context, module, regs);
         // `cur` is unwound in place; a failed unwind falls back from the frame's registers as
         // the sink kept them, or from a copy taken before the unwind when it keeps none.
@@ -416,7 +445,7 @@ impl StackWalker {
             if sink.len() >= self.max_frames {
                 return StopReason::FrameLimit;
             }
-            let fast = match lookup.rule(slot) {
+            let fast = match rule {
                 Some(rule) => rule
                     .apply(&mut cur, mem, None)
                     .map(|i| (i.caller_pc, i.trust)),
@@ -450,7 +479,7 @@ impl StackWalker {
             if npc == 0 {
                 return StopReason::EndOfStack;
             }
-            (module, slot) = lookup.find(space, npc, next_kind, mem);
+            (module, rule) = lookup.find(space, npc, next_kind, mem);
             if module.is_none() && mem.read(npc, &mut [0u8]).is_err() {
                 return StopReason::UnmappedReturnAddress(npc);
             }
@@ -544,4 +573,35 @@ fn frame_pointer_step(
     r.set(Reg::Rsp, bp + 16);
     r.set(Reg::Rbp, caller_bp);
     Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two cache lines per slot, key first.
+    #[test]
+    fn slot_is_two_cache_lines() {
+        assert_eq!(core::mem::size_of::<Entry>(), 128);
+        assert_eq!(core::mem::align_of::<Entry>(), 64);
+    }
+
+    /// Every capacity indexes inside its slots, the 1-slot cache included.
+    #[test]
+    fn slots_stay_in_bounds() {
+        for n in [1, 2, 3, 1024, 1 << 20] {
+            let c = WalkCache::with_capacity(n);
+            let len = c.entries.len();
+            assert!(len >= n && len.is_power_of_two());
+            let mut seen = vec![false; len];
+            for pc in (0..4096u64).map(|i| i.wrapping_mul(0x1234_5678_9abc_def1)) {
+                let i = c.slot(pc);
+                assert!(i < len);
+                seen[i] = true;
+            }
+            if len <= 1024 {
+                assert!(seen.iter().filter(|&&s| s).count() > len / 2, "{n} slots");
+            }
+        }
+    }
 }
