@@ -4,7 +4,8 @@
 //! rule cache cold and hot, FDE interpreted then compiled) must give exactly what gimli's path
 //! gives. Nothing may panic or hang.
 //!
-//! Input: byte 0 picks raw mode (the rest is the whole `.eh_frame`, indexed by a scan) or built
+//! Input: byte 0 picks raw mode (the rest is the whole `.eh_frame`, or `.debug_frame` when bit 1
+//! is set, indexed by a scan) or built
 //! mode (a CIE and one FDE over [0x1000, 0x1100) around fuzzer-chosen augmentation, alignment
 //! factors and instructions, with an `.eh_frame_hdr` naming the FDE, so that the index holds it
 //! even where gimli cannot parse it).
@@ -120,13 +121,16 @@ fn build(data: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((eh, hdr))
 }
 
-fn unwinder<'d>(eh: &'d [u8], hdr: Option<&'d [u8]>) -> Option<DwarfUnwinder<'d>> {
+/// An unwinder over `eh` as `.eh_frame` (with its header), or as `.debug_frame` when `debug`.
+fn unwinder<'d>(eh: &'d [u8], hdr: Option<&'d [u8]>, debug: bool) -> Option<DwarfUnwinder<'d>> {
+    let section = SectionData {
+        data: eh,
+        address: if debug { 0 } else { EH_ADDR },
+    };
     DwarfUnwinder::from_sections(
         CfiSections {
-            eh_frame: Some(SectionData {
-                data: eh,
-                address: EH_ADDR,
-            }),
+            eh_frame: (!debug).then_some(section),
+            debug_frame: debug.then_some(section),
             eh_frame_hdr: hdr.map(|data| SectionData {
                 data,
                 address: HDR_ADDR,
@@ -173,10 +177,12 @@ fn unwound(
     (res, state)
 }
 
-fn check(eh: &[u8], hdr: Option<&[u8]>, probes: &[u64]) {
-    let (Some(mut fast), Some(mut reference), Some(cached)) =
-        (unwinder(eh, hdr), unwinder(eh, hdr), unwinder(eh, hdr))
-    else {
+fn check(eh: &[u8], hdr: Option<&[u8]>, debug: bool, probes: &[u64]) {
+    let (Some(mut fast), Some(mut reference), Some(cached)) = (
+        unwinder(eh, hdr, debug),
+        unwinder(eh, hdr, debug),
+        unwinder(eh, hdr, debug),
+    ) else {
         return;
     };
     fast.set_rule_cache(false);
@@ -185,7 +191,8 @@ fn check(eh: &[u8], hdr: Option<&[u8]>, probes: &[u64]) {
     let regs = Regs::with_gprs(0, core::array::from_fn(|i| 0x7000_0000 + 0x100 * i as u64));
     for &a in probes {
         let row = fast.fast_row(a);
-        if let RowLookup::Row(_) = row {
+        // gimli's row of the `.eh_frame` FDE (reference_row reads no `.debug_frame`).
+        if let (RowLookup::Row(_), false) = (row, debug) {
             assert_eq!(reference.reference_row(a), Ok(row), "{a:#x}");
         }
         // Compiled rows (the FDE compiles on its second lookup) give the interpreter's row.
@@ -214,7 +221,7 @@ fuzz_target!(|data: &[u8]| {
             .step_by(37)
             .chain([FDE_START + 1, FDE_START + 0xff])
             .collect();
-        check(&eh, Some(&hdr), &probes);
+        check(&eh, Some(&hdr), false, &probes);
     } else {
         // Raw mode: addresses from the first bytes, the section after them.
         if rest.len() < 8 {
@@ -224,6 +231,7 @@ fuzz_target!(|data: &[u8]| {
             .chunks(2)
             .map(|c| u64::from(u16::from_le_bytes([c[0], c[1]])))
             .collect();
-        check(&rest[8..], None, &probes);
+        // Bit 1 of the mode reads the section as `.debug_frame`.
+        check(&rest[8..], None, mode & 2 != 0, &probes);
     }
 });

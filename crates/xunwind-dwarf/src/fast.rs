@@ -1,9 +1,10 @@
-//! The fast cold path: our own `.eh_frame` FDE/CIE parser and CFA-program interpreter for the
-//! subset compilers emit (register + offset CFA, registers saved at CFA + offset, same value,
+//! The fast cold path: our own `.eh_frame` and `.debug_frame` FDE/CIE parser and CFA-program
+//! interpreter for the subset compilers emit (register + offset CFA, registers saved at CFA + offset, same value,
 //! register copies, remember/restore state), yielding the compact row the rule cache stores.
 //!
 //! Anything outside the subset (expressions, `val_offset`, `set_loc`, xmm or unknown registers,
-//! 64-bit entries, unusual augmentations, deep state stacks, any malformed byte) makes the
+//! 64-bit entries, unusual augmentations (any in `.debug_frame`), segmented or non-8-byte
+//! addresses, deep state stacks, any malformed byte) makes the
 //! interpreter decline, and the step takes gimli's path, which stays the reference: declining
 //! is always correct, so every doubt declines. Rules are kept in gimli's order (a rule set on a
 //! register replaces its old one in place, an undefined rule swap-removes it) so that the rows
@@ -207,6 +208,9 @@ pub(crate) struct Bases {
     pub(crate) text: Option<u64>,
     /// `.got` (datarel), when known.
     pub(crate) data: Option<u64>,
+    /// The section is `.debug_frame`: CIE ids are all ones, an FDE's CIE pointer is a section
+    /// offset, addresses are absolute 8-byte values and there are no augmentations.
+    pub(crate) debug: bool,
 }
 
 /// A bounded little-endian reader over one CIE or FDE; `pos` is a section offset.
@@ -411,17 +415,28 @@ fn parse_cie(eh: &[u8], b: &Bases, offset: usize) -> Option<FastCie> {
         buf: &eh[..end],
         pos: body,
     };
-    if c.u32()? != 0 {
+    let cie_id = if b.debug { u32::MAX } else { 0 };
+    if c.u32()? != cie_id {
         return None;
     }
     let version = c.u8()?;
-    if version != 1 && version != 3 {
+    // `.debug_frame` CIEs of DWARF 4 and 5 carry version 4 (DWARF 5 kept it).
+    if !matches!((version, b.debug), (1 | 3, _) | (4, true)) {
         return None;
     }
     let aug_start = c.pos;
     let aug_len = c.buf.get(aug_start..)?.iter().position(|&x| x == 0)?;
     let aug = &c.buf[aug_start..aug_start + aug_len];
     c.pos = aug_start + aug_len + 1;
+    if b.debug && !aug.is_empty() {
+        return None;
+    }
+    if version == 4 {
+        // address_size, segment_selector_size: flat 8-byte addresses only.
+        if (c.u8()?, c.u8()?) != (8, 0) {
+            return None;
+        }
+    }
     let code_align = c.uleb()?;
     let data_align = c.sleb()?;
     let ra = if version == 1 {
@@ -529,10 +544,12 @@ fn head<'a, 'c>(
         pos: body,
     };
     let id = c.u32()?;
-    if id == 0 {
-        return None;
-    }
-    let cie_offset = body.checked_sub(id as usize)?;
+    let cie_offset = match b.debug {
+        false if id != 0 => body.checked_sub(id as usize)?,
+        true if id != u32::MAX => id as usize,
+        // A CIE where an FDE was expected.
+        _ => return None,
+    };
     let cie = table.get(eh, b, cie_offset, spare)?;
     let (start, range) = match cie.fde_enc {
         Some(enc) => {

@@ -11,11 +11,12 @@
 //!    locations `.eh_frame_hdr` lists (or, without a usable header, over every FDE, sorted once),
 //!    then our own parse of that FDE (its CIE parsed once and cached with the row its initial
 //!    instructions give) and our own CFA-program interpreter up to the address, which yields
-//!    the compact row, cached and applied as above. The second step into an FDE runs its whole
+//!    the compact row, cached and applied as above; where `.eh_frame` has no FDE covering the
+//!    address, the same over `.debug_frame`'s index. The second step into an FDE runs its whole
 //!    program once and keeps all its rows (`compiled.rs`), so later steps into it search those
 //!    instead of interpreting;
 //! 3. else (anything the interpreter does not take: expressions, `val_offset`, xmm registers,
-//!    malformed bytes, `.debug_frame`) gimli's path, the reference: FDE parse and row evaluation
+//!    malformed bytes) gimli's path, the reference: FDE parse and row evaluation
 //!    in an [`UnwindContext`] kept across steps, with CIEs cached by offset.
 //!
 //! The fast path declines whenever in doubt, so its answers are gimli's (tested on every FDE of
@@ -148,7 +149,8 @@ struct Scratch<'d> {
     rows: Vec<cache::CachedRow>,
     ctx: Box<Context>,
     cies: Vec<(CfiSection, usize, Cie<'d>)>,
-    fast: FastState,
+    /// The fast path's state for `.eh_frame` and for `.debug_frame`.
+    fast: [FastState; 2],
 }
 
 /// The fast path's scratch: parsed CIEs and compiled FDEs.
@@ -164,7 +166,7 @@ impl Scratch<'_> {
             rows: Vec::new(),
             ctx: Box::new(UnwindContext::new_in()),
             cies: Vec::with_capacity(CIE_CACHE),
-            fast: FastState::default(),
+            fast: Default::default(),
         }
     }
 }
@@ -181,8 +183,8 @@ pub struct DwarfUnwinder<'d> {
     rule_cache: bool,
     fast_path: bool,
     compiled_rows: bool,
-    eh_data: Option<&'d [u8]>,
-    fast_bases: fast::Bases,
+    /// `.eh_frame` and `.debug_frame` for the fast path, with their bases.
+    fast_sections: [Option<(&'d [u8], fast::Bases)>; 2],
     scratch: RefCell<Scratch<'d>>,
 }
 
@@ -312,11 +314,20 @@ impl<'d> DwarfUnwinder<'d> {
             d
         });
         let scratch = Scratch::new();
-        let fast_bases = fast::Bases {
-            eh_frame: sections.eh_frame.map_or(0, |s| s.address),
+        let fast_bases = |address, debug| fast::Bases {
+            eh_frame: address,
             text: Some(sections.text),
             data: Some(sections.got),
+            debug,
         };
+        let fast_sections = [
+            sections
+                .eh_frame
+                .map(|s| (s.data, fast_bases(s.address, false))),
+            sections
+                .debug_frame
+                .map(|s| (s.data, fast_bases(s.address, true))),
+        ];
         let (eh_index, eh_source) = match (&eh_frame, sections.eh_frame) {
             (Some(eh), Some(sd)) => {
                 let from_hdr = sections
@@ -347,8 +358,7 @@ impl<'d> DwarfUnwinder<'d> {
             rule_cache: true,
             fast_path: true,
             compiled_rows: true,
-            eh_data: sections.eh_frame.map(|s| s.data),
-            fast_bases,
+            fast_sections,
             scratch: RefCell::new(scratch),
         })
     }
@@ -546,7 +556,9 @@ impl FrameWalker for DwarfUnwinder<'_> {
                     Ok((row, handler, _)) => {
                         return cache::apply(&row, handler, regs, mem, pointers);
                     }
-                    Err(fast::Fast::NotCovered) if self.debug_frame.is_none() => {
+                    // Neither section's index names an FDE covering the pc (each FDE it names
+                    // parsed whole): gimli's path would find none either.
+                    Err(fast::Fast::NotCovered) => {
                         return Err(UnwindError::NoUnwindInfo { pc });
                     }
                     Err(_) => {}
@@ -597,7 +609,7 @@ impl<'d> DwarfUnwinder<'d> {
     /// path's verdict when it has no row.
     fn fast_row_cached(
         &self,
-        st: &mut FastState,
+        st: &mut [FastState; 2],
         slot: Option<&mut cache::CachedRow>,
         svma: u64,
         mem: &dyn MemoryReader,
@@ -647,27 +659,45 @@ impl<'d> DwarfUnwinder<'d> {
         }
     }
 
-    /// The fast path's row at `svma`: from the FDE's compiled rows when `compiled` (compiled on
-    /// its second use), else, or when it does not compile, by interpreting up to `svma`.
+    /// The fast path's row at `svma`, from `.eh_frame` and, where that has no FDE covering it,
+    /// from `.debug_frame` (gimli's order).
     #[inline]
     fn fast_row_with(
         &self,
+        st: &mut [FastState; 2],
+        svma: u64,
+        row: &mut CompactRow,
+        compiled: bool,
+    ) -> fast::Fast {
+        let [eh, debug] = st;
+        match self.fast_row_in(0, eh, svma, row, compiled) {
+            fast::Fast::NotCovered => self.fast_row_in(1, debug, svma, row, compiled),
+            verdict => verdict,
+        }
+    }
+
+    /// The fast path's row at `svma` in section `which` (0 `.eh_frame`, 1 `.debug_frame`): from
+    /// the FDE's compiled rows when `compiled` (compiled on its second use), else, or when it
+    /// does not compile, by interpreting up to `svma`.
+    #[inline]
+    fn fast_row_in(
+        &self,
+        which: usize,
         st: &mut FastState,
         svma: u64,
         row: &mut CompactRow,
         compiled: bool,
     ) -> fast::Fast {
-        let (Some(eh), Some(i)) = (self.eh_data, self.eh_index.position(svma)) else {
+        let idx = [&self.eh_index, &self.debug_index][which];
+        let (Some((data, b)), Some(i)) = (&self.fast_sections[which], idx.position(svma)) else {
             return fast::Fast::NotCovered;
         };
-        let idx = &self.eh_index;
         let offset = || idx.offsets().get(i).map(|&o| o as usize);
-        let b = &self.fast_bases;
         if compiled {
             let n = idx.len();
             if let Some(f) = st
                 .compiled
-                .row_at(n, i, eh, b, &mut st.cies, offset, svma, row)
+                .row_at(n, i, data, b, &mut st.cies, offset, svma, row)
             {
                 return f;
             }
@@ -675,7 +705,7 @@ impl<'d> DwarfUnwinder<'d> {
         let Some(off) = offset() else {
             return fast::Fast::NotCovered;
         };
-        fast::row_at(eh, b, &mut st.cies, off, svma, row)
+        fast::row_at(data, b, &mut st.cies, off, svma, row)
     }
 
     /// Turns our own `.eh_frame` parser and CFA interpreter (on by default) on or off; off,
@@ -697,32 +727,38 @@ impl<'d> DwarfUnwinder<'d> {
     /// interprets (libc: 3.7k FDEs, a few ms); returns how many FDEs are compiled (those outside
     /// the fast subset stay interpreted). Compiled rows must be on.
     pub fn compile_all(&self) -> usize {
-        let Some(eh) = self
-            .eh_data
-            .filter(|_| self.compiled_rows && self.fast_path)
-        else {
+        if !(self.compiled_rows && self.fast_path) {
             return 0;
-        };
+        }
         self.with_scratch(|s| {
-            let idx = &self.eh_index;
-            let FastState { cies, compiled } = &mut s.fast;
-            for i in 0..idx.len() {
-                let offset = || idx.offsets().get(i).map(|&o| o as usize);
-                compiled.ensure(idx.len(), i, eh, &self.fast_bases, cies, offset);
+            let mut total = 0;
+            for (which, st) in s.fast.iter_mut().enumerate() {
+                let idx = [&self.eh_index, &self.debug_index][which];
+                let Some((data, b)) = &self.fast_sections[which] else {
+                    continue;
+                };
+                let FastState { cies, compiled } = st;
+                for i in 0..idx.len() {
+                    let offset = || idx.offsets().get(i).map(|&o| o as usize);
+                    compiled.ensure(idx.len(), i, data, b, cies, offset);
+                }
+                total += compiled.len();
             }
-            compiled.len()
+            total
         })
     }
 
     /// FDEs compiled so far, and the heap bytes their rows hold.
     pub fn compiled_stats(&self) -> (usize, usize) {
         self.scratch.try_borrow().map_or((0, 0), |s| {
-            (s.fast.compiled.len(), s.fast.compiled.heap_bytes())
+            s.fast.iter().fold((0, 0), |(n, b), f| {
+                (n + f.compiled.len(), b + f.compiled.heap_bytes())
+            })
         })
     }
 
     /// The row at link-time address `svma` as the fast path's interpreter computes it, from the
-    /// `.eh_frame` FDE the index names (`.debug_frame` is never consulted).
+    /// FDE the indexes name (`.eh_frame`'s, else `.debug_frame`'s).
     pub fn fast_row(&self, svma: u64) -> RowLookup {
         self.fast_lookup(svma, false)
     }

@@ -861,3 +861,240 @@ fn compile_all_gives_the_interpreters_rows() {
         assert_eq!(u.compiled_stats(), (compiled, bytes_held), "{name}");
     }
 }
+
+/// A `.debug_frame` of one CIE (`version`, augmentation `aug`, address and segment sizes for
+/// version 4) and one FDE over [0x2000, 0x2040) pointing at it (section offset 0).
+fn debug_frame(version: u8, aug: &[u8], sizes: (u8, u8), cie: &[u8], insns: &[u8]) -> Vec<u8> {
+    let mut df = Vec::new();
+    let mut body = vec![0xff, 0xff, 0xff, 0xff, version];
+    body.extend_from_slice(aug);
+    body.push(0);
+    if version == 4 {
+        body.extend_from_slice(&[sizes.0, sizes.1]);
+    }
+    // Code and data alignment, then the return-address column (a byte in version 1, a
+    // ULEB128 after it: 16 reads the same either way).
+    body.extend_from_slice(&[1, 0x78, 16]);
+    body.extend_from_slice(cie);
+    push_entry(&mut df, body);
+    let mut fde = vec![0, 0, 0, 0];
+    fde.extend_from_slice(&0x2000u64.to_le_bytes());
+    fde.extend_from_slice(&0x40u64.to_le_bytes());
+    fde.extend_from_slice(insns);
+    push_entry(&mut df, fde);
+    df
+}
+
+/// An unwinder over `eh` (optional, with its header) and `.debug_frame` `df`, rule cache off.
+fn with_debug<'d>(eh: Option<&'d [u8]>, hdr: Option<&'d [u8]>, df: &'d [u8]) -> DwarfUnwinder<'d> {
+    let mut u = DwarfUnwinder::from_sections(
+        CfiSections {
+            eh_frame: eh.map(|data| SectionData {
+                data,
+                address: EH_ADDR,
+            }),
+            eh_frame_hdr: hdr.map(|data| SectionData {
+                data,
+                address: HDR_ADDR,
+            }),
+            debug_frame: Some(SectionData {
+                data: df,
+                address: 0,
+            }),
+            ..Default::default()
+        },
+        BIAS,
+    )
+    .unwrap();
+    u.set_rule_cache(false);
+    u
+}
+
+/// At every address of `addrs`: the fast path gives a row or not as `taken` says, compiled
+/// rows give the same, and a step gives gimli's path's answer, registers and pointers included.
+fn check_debug(
+    fast: &DwarfUnwinder<'_>,
+    reference: &DwarfUnwinder<'_>,
+    addrs: &[u64],
+    taken: bool,
+) {
+    let mem = PatternMemory { hole: 0..0x1000 };
+    for &a in addrs {
+        let row = fast.fast_row(a);
+        assert_eq!(matches!(row, RowLookup::Row(_)), taken, "{a:#x}: {row:?}");
+        let regs = Regs::with_gprs(
+            BIAS + a,
+            core::array::from_fn(|i| 0x7000_0000 + 0x100 * i as u64),
+        );
+        for with_pointers in [true, false, true] {
+            assert_eq!(
+                unwound(fast, &regs, &mem, with_pointers),
+                unwound(reference, &regs, &mem, with_pointers),
+                "{a:#x}"
+            );
+        }
+        assert_eq!(fast.compiled_row(a), row, "{a:#x}");
+    }
+}
+
+/// `.debug_frame` takes the fast path (CIE versions 1, 3 and 4, alone and behind an
+/// `.eh_frame` that does not cover the address) with gimli's answers; what is outside its
+/// subset (augmentations, other address or segment sizes) declines to gimli's path.
+#[test]
+fn debug_frame_takes_the_fast_path() {
+    let insns = [
+        ADVANCE | 1,
+        DEF_CFA_OFFSET,
+        16,
+        OFFSET | 6,
+        2,
+        ADVANCE | 3,
+        DEF_CFA_REGISTER,
+        6,
+        ADVANCE | 8,
+        0x0a,
+        DEF_CFA,
+        7,
+        8,
+        ADVANCE | 1,
+        0x0b,
+    ];
+    let inside: Vec<u64> = (0x2000..0x2040).collect();
+    for version in [1u8, 3, 4] {
+        let df = debug_frame(version, b"", (8, 0), &CIE_X64, &insns);
+        let fast = with_debug(None, None, &df);
+        let mut reference = with_debug(None, None, &df);
+        reference.set_fast_path(false);
+        check_debug(&fast, &reference, &inside, true);
+        check_debug(&fast, &reference, &[0x1fff, 0x2040], false);
+        // Compiled by now (each address was looked up more than once); compile_all finds it.
+        assert_eq!(fast.compile_all(), 1, "version {version}");
+        check_debug(&fast, &reference, &inside, true);
+        // Behind an .eh_frame whose one FDE covers [0x1000, 0x1100) only.
+        let eh = Cfi::new(&CIE_X64, &[ADVANCE | 1, DEF_CFA_OFFSET, 32]).bytes();
+        let hdr = hdr_for(&eh);
+        let fast = with_debug(Some(&eh), Some(&hdr), &df);
+        let mut reference = with_debug(Some(&eh), Some(&hdr), &df);
+        reference.set_fast_path(false);
+        check_debug(&fast, &reference, &inside, true);
+        check_debug(&fast, &reference, &[0x1000, 0x1001, 0x10ff], true);
+        check_debug(&fast, &reference, &[0xfff, 0x1100, 0x1fff, 0x2040], false);
+    }
+    let declined = [
+        (
+            "augmentation",
+            debug_frame(1, b"zR", (8, 0), &CIE_X64, &insns),
+        ),
+        (
+            "4-byte addresses",
+            debug_frame(4, b"", (4, 0), &CIE_X64, &insns),
+        ),
+        (
+            "segment selector",
+            debug_frame(4, b"", (8, 1), &CIE_X64, &insns),
+        ),
+        ("version 2", debug_frame(2, b"", (8, 0), &CIE_X64, &insns)),
+    ];
+    for (name, df) in declined {
+        let fast = with_debug(None, None, &df);
+        let mut reference = with_debug(None, None, &df);
+        reference.set_fast_path(false);
+        assert!(
+            inside
+                .iter()
+                .all(|&a| fast.fast_row(a) == RowLookup::Declined
+                    || fast.fast_row(a) == RowLookup::NotCovered),
+            "{name}"
+        );
+        check_debug(&fast, &reference, &[0x2000, 0x2005, 0x1fff], false);
+    }
+}
+
+/// Our own C functions built by gcc with `.debug_frame` only (`-fno-asynchronous-unwind-tables`)
+/// at -O0 and -O2: every address of every `.debug_frame` FDE takes the fast path and steps
+/// exactly as gimli's path does.
+#[test]
+fn gcc_debug_frame_matches_gimli() {
+    const SRC: &str = r#"
+#include <string.h>
+int leaf(int x) { return x * 3 + 1; }
+__attribute__((noinline)) long many(long a, long b, long c, long d, long e, long f) {
+  volatile long v[16]; for (int i = 0; i < 16; i++) v[i] = a * i + b;
+  long s = 0; for (int i = 0; i < 16; i++) s += v[i] ^ (c + d * e - f);
+  return s + leaf((int)s);
+}
+__attribute__((noinline)) int rec(int n, char *buf) {
+  if (n <= 0) return 0; char tmp[64]; memcpy(tmp, buf, 64); tmp[n % 64] ^= 1;
+  return rec(n - 1, tmp) + tmp[0];
+}
+__attribute__((noinline)) int vla(int n) { char a[n]; memset(a, n, n); return a[n / 2] + rec(n, a); }
+int entry(int n) { return vla(n) + (int)many(n, 2, 3, 4, 5, 6); }
+"#;
+    let dir = std::env::temp_dir().join(format!("xunwind-debug-frame-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("df.c");
+    std::fs::write(&src, SRC).unwrap();
+    for opt in ["-O0", "-O2"] {
+        let out = dir.join(format!("df{opt}.so"));
+        let built = std::process::Command::new("gcc")
+            .args([
+                opt,
+                "-g",
+                "-fno-asynchronous-unwind-tables",
+                "-shared",
+                "-fPIC",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&src)
+            .status();
+        match built {
+            Ok(s) if s.success() => {}
+            other if std::env::var_os("XUNWIND_REQUIRE_CORPUS").is_some() => {
+                panic!("gcc failed: {other:?} (XUNWIND_REQUIRE_CORPUS is set)")
+            }
+            other => {
+                eprintln!("skipping: gcc failed: {other:?}");
+                return;
+            }
+        }
+        let bytes = std::fs::read(&out).unwrap();
+        let mut fast = DwarfUnwinder::new(&bytes, BIAS).unwrap();
+        fast.set_rule_cache(false);
+        let mut reference = DwarfUnwinder::new(&bytes, BIAS).unwrap();
+        reference.set_rule_cache(false);
+        reference.set_fast_path(false);
+        // The FDEs' ranges, read with gimli from the section itself.
+        let file = object::File::parse(&*bytes).unwrap();
+        let data = object::ObjectSection::data(
+            &object::Object::section_by_name(&file, ".debug_frame").unwrap(),
+        )
+        .unwrap();
+        let mut df = gimli::DebugFrame::new(data, gimli::LittleEndian);
+        df.set_address_size(8);
+        let bases = BaseAddresses::default();
+        let mut entries = df.entries(&bases);
+        let mut ranges = Vec::new();
+        while let Some(e) = entries.next().unwrap() {
+            if let gimli::CieOrFde::Fde(p) = e {
+                let f = p.parse(gimli::DebugFrame::cie_from_offset).unwrap();
+                ranges.push(f.initial_address()..f.end_address());
+            }
+        }
+        assert!(ranges.len() >= 5, "{opt}: {} FDEs", ranges.len());
+        assert_eq!(fast.debug_index().len(), ranges.len(), "{opt}");
+        let mut probes = 0;
+        for r in &ranges {
+            let addrs: Vec<u64> = r.clone().collect();
+            check_debug(&fast, &reference, &addrs, true);
+            probes += addrs.len();
+        }
+        let (compiled, _) = fast.compiled_stats();
+        assert!(compiled >= ranges.len(), "{opt}: {compiled} compiled");
+        eprintln!(
+            "{opt}: {} .debug_frame FDEs, {probes} addresses",
+            ranges.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
