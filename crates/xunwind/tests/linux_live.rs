@@ -283,3 +283,50 @@ fn attach_to_nothing_is_an_error() {
         Err(LiveError::Io(..))
     ));
 }
+
+/// Blocks in the pause system call with known values in xmm7 (reloaded before every pause) and
+/// xmm15: the kernel keeps a thread's FPU state across a system call.
+const XMM: &str = r#"
+#include <unistd.h>
+int main(void) {
+    if (write(1, "x", 1) != 1) _exit(2);
+    for (;;)
+        __asm__ volatile(
+            "movq %0, %%xmm7\n\tpinsrq $1, %1, %%xmm7\n\t"
+            "movq %1, %%xmm15\n\t"
+            "mov $34, %%eax\n\tsyscall"
+            :: "r"(0x1122334455667788ULL), "r"(0x99aabbccddeeff00ULL)
+            : "rax", "rcx", "r11", "xmm7", "xmm15", "memory");
+}
+"#;
+
+/// A live thread's xmm registers are read (glibc targets): xmm7 and xmm15 hold what the
+/// program put there.
+#[cfg(target_env = "gnu")]
+#[test]
+fn live_threads_have_xmm_registers() {
+    if !have_gcc() {
+        return;
+    }
+    let dir = work_dir("xmm");
+    let exe = build(&dir, XMM, &["-O1", "-msse4.1"]);
+    let mut child = Kill(Command::new(&exe).stdout(Stdio::piped()).spawn().unwrap());
+    let mut byte = [0u8; 1];
+    let out = child.0.stdout.as_mut().unwrap();
+    out.read_exact(&mut byte).expect("the child never started");
+    // Past the write: give it time to load the registers and enter pause.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let live = match LiveProcess::attach(child.0.id()) {
+        Ok(l) => l,
+        Err(e) if ptrace_refused(&e) => return,
+        Err(_) => unreachable!(),
+    };
+    let regs = &live.threads()[0].regs;
+    assert_eq!(
+        regs.xmm(7),
+        Some(0x99aa_bbcc_ddee_ff00_1122_3344_5566_7788),
+        "{regs:?}"
+    );
+    assert_eq!(regs.xmm(15), Some(0x99aa_bbcc_ddee_ff00), "{regs:?}");
+    live.detach();
+}

@@ -197,10 +197,14 @@ impl LiveProcess {
         let mut threads = Vec::with_capacity(attached.0.len());
         for &(tid, _) in &attached.0 {
             match ptrace::getregs(tid) {
-                Ok(r) => threads.push(Thread {
-                    id: tid.as_raw() as u64,
-                    regs: user_regs(&r),
-                }),
+                Ok(r) => {
+                    let mut regs = user_regs(&r);
+                    fp_regs(tid, &mut regs);
+                    threads.push(Thread {
+                        id: tid.as_raw() as u64,
+                        regs,
+                    })
+                }
                 // Killed while stopped: it has no registers to show.
                 Err(Errno::ESRCH) => {}
                 Err(e) => return Err(ptrace_err(tid, "getregs", e)),
@@ -324,6 +328,26 @@ fn user_regs(r: &nix::libc::user_regs_struct) -> Regs {
     }
     Regs::with_gprs(words[USER_RIP], gpr)
 }
+
+/// The thread's xmm registers, from its FXSAVE area (`NT_PRFPREG`); a thread whose floating-point
+/// state cannot be read keeps them unknown, as a core file without `NT_FPREGSET` does.
+#[cfg(target_env = "gnu")]
+fn fp_regs(tid: Pid, regs: &mut Regs) {
+    let Ok(fp) = ptrace::getregset::<ptrace::regset::NT_PRFPREG>(tid) else {
+        return;
+    };
+    for (n, w) in fp.xmm_space.chunks_exact(4).enumerate().take(16) {
+        let v = w
+            .iter()
+            .rev()
+            .fold(0u128, |acc, &x| acc << 32 | u128::from(x));
+        regs.set_xmm(n as u8, v);
+    }
+}
+
+/// Without glibc's register-set types the xmm registers stay unknown.
+#[cfg(not(target_env = "gnu"))]
+fn fp_regs(_: Pid, _: &mut Regs) {}
 
 /// One line of `/proc/PID/maps`: `start-end perms offset dev inode [path]`.
 fn parse_maps_line(line: &str) -> Option<(FileMapping, bool)> {
