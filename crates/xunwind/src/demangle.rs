@@ -109,6 +109,46 @@ fn rust(name: &str) -> Option<String> {
 }
 
 fn itanium(name: &str) -> Option<String> {
+    // Thunks are code, so they appear in stacks: printed as binutils and LLVM print them, which
+    // cpp_demangle does not (`{virtual override thunk(...)}`).
+    let special = name
+        .strip_prefix("_ZT")
+        .or_else(|| name.strip_prefix("__ZT"));
+    if let Some(rest) = special {
+        let thunk = match rest.as_bytes().first() {
+            Some(b'h') => Some(("non-virtual thunk to ", call_offset(rest))),
+            Some(b'v') => Some(("virtual thunk to ", call_offset(rest))),
+            Some(b'c') => Some((
+                "covariant return thunk to ",
+                call_offset(&rest[1..]).and_then(call_offset),
+            )),
+            _ => None,
+        };
+        if let Some((what, encoding)) = thunk {
+            let target = itanium_encoding(&format!("_Z{}", encoding?))?;
+            return (!target.starts_with('{')).then(|| format!("{what}{target}"));
+        }
+    }
+    itanium_encoding(name)
+}
+
+/// The rest of `s` after one `<call-offset>`: `h <number> _` or `v <number> _ <number> _`, a
+/// `<number>` being digits after an optional `n` (negative).
+fn call_offset(s: &str) -> Option<&str> {
+    fn number(s: &str) -> Option<&str> {
+        let s = s.strip_prefix('n').unwrap_or(s);
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        (digits > 0).then(|| &s[digits..])?.strip_prefix('_')
+    }
+    match s.as_bytes().first()? {
+        b'h' => number(&s[1..]),
+        b'v' => number(number(&s[1..])?),
+        _ => None,
+    }
+}
+
+/// cpp_demangle's short form of a whole `_Z` name, in the spelling debuggers use.
+fn itanium_encoding(name: &str) -> Option<String> {
     let parse = cpp_demangle::ParseOptions::default().recursion_limit(ITANIUM_RECURSION);
     let sym = cpp_demangle::Symbol::new_with_options(name.as_bytes(), &parse).ok()?;
     let print = cpp_demangle::DemangleOptions::new()
@@ -117,14 +157,78 @@ fn itanium(name: &str) -> Option<String> {
         .recursion_limit(ITANIUM_RECURSION);
     let mut out = Bounded(String::new());
     sym.structured_demangle(&mut out, &print).ok()?;
-    Some(out.0)
+    // Without the parameter list, the member function's qualifiers (`str() const &`) are left
+    // dangling (`str &`); debuggers print neither.
+    let mut short = out.0.as_str();
+    while let Some(rest) = [" const", " volatile", " &&", " &"]
+        .iter()
+        .find_map(|q| short.strip_suffix(q))
+    {
+        short = rest;
+    }
+    for (braced, words) in [("{vtable(", "vtable for "), ("{vtt(", "VTT for ")] {
+        if let Some(ty) = short
+            .strip_prefix(braced)
+            .and_then(|t| t.strip_suffix(")}"))
+        {
+            return Some(format!("{words}{ty}"));
+        }
+    }
+    Some(std_constructors(short))
+}
+
+/// The standard abbreviations (`Ss`, `Si`, `So`, `Sd`) name a class by a typedef, which cannot
+/// name its constructor: binutils and LLVM both print `std::basic_string<...>::basic_string`
+/// where cpp_demangle prints `std::string::string`.
+fn std_constructors(short: &str) -> String {
+    const ABBREVIATIONS: [(&str, &str, &str); 4] = [
+        (
+            "string",
+            "basic_string",
+            "std::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+        ),
+        (
+            "istream",
+            "basic_istream",
+            "std::basic_istream<char, std::char_traits<char> >",
+        ),
+        (
+            "ostream",
+            "basic_ostream",
+            "std::basic_ostream<char, std::char_traits<char> >",
+        ),
+        (
+            "iostream",
+            "basic_iostream",
+            "std::basic_iostream<char, std::char_traits<char> >",
+        ),
+    ];
+    let mut out = short.to_string();
+    for (typedef, class, full) in ABBREVIATIONS {
+        for tilde in ["", "~"] {
+            let from = format!("std::{typedef}::{tilde}{typedef}");
+            let Some(at) = out.find(&from) else {
+                continue;
+            };
+            // Only the whole constructor name, not a longer member that starts like it.
+            let next = out[at + from.len()..].bytes().next();
+            if next.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                continue;
+            }
+            let to = format!("{full}::{tilde}{class}");
+            out.replace_range(at..at + from.len(), &to);
+        }
+    }
+    out
 }
 
 fn msvc(name: &str) -> Option<String> {
     fn run(name: &str) -> Option<String> {
         use msvc_demangler::DemangleFlags as F;
-        // WinDbg's form: the qualified name, template arguments without class/struct keywords.
-        let out = msvc_demangler::demangle(name, F::NAME_ONLY | F::NO_CLASS_TYPE).ok()?;
+        // WinDbg's form: the qualified name, template arguments without class/struct keywords,
+        // Microsoft's type names (`unsigned __int64`).
+        let flags = F::NAME_ONLY | F::NO_CLASS_TYPE | F::MS_TYPENAMES;
+        let out = msvc_demangler::demangle(name, flags).ok()?;
         (out.len() <= MAX_DEMANGLED_LEN).then_some(out)
     }
     if name.len() <= MSVC_INLINE_LEN {
@@ -180,6 +284,46 @@ mod tests {
         // gcc's clone suffixes (hot/cold split, constant propagation) name the same function.
         assert_eq!(d("_ZN2ns1fEv.cold").as_deref(), Some("ns::f"));
         assert_eq!(d("_ZL6helperi").as_deref(), Some("helper"));
+        // Qualifiers of the member function go with its parameters (`str() const &`).
+        assert_eq!(
+            d("_ZNKRSt7__cxx1115basic_stringbufIcSt11char_traitsIcESaIcEE3strEv").as_deref(),
+            Some("std::__cxx11::basic_stringbuf<char, std::char_traits<char>, std::allocator<char> >::str")
+        );
+        assert_eq!(
+            d("_ZZN2ns1fEvENKUliE_clEi").as_deref(),
+            Some("ns::f()::{lambda(int)#1}::operator()")
+        );
+        // Thunks, in binutils' and LLVM's words; special data names likewise.
+        assert_eq!(
+            d("_ZThn8_N2ns1D1fEv").as_deref(),
+            Some("non-virtual thunk to ns::D::f")
+        );
+        assert_eq!(
+            d("_ZTv0_n24_N2ns1D1fEv").as_deref(),
+            Some("virtual thunk to ns::D::f")
+        );
+        assert_eq!(
+            d("_ZTch0_h16_N2ns1D5cloneEv").as_deref(),
+            Some("covariant return thunk to ns::D::clone")
+        );
+        assert_eq!(d("_ZThn8_"), None);
+        assert_eq!(d("_ZThx_N2ns1D1fEv"), None);
+        assert_eq!(d("_ZTVN2ns1DE").as_deref(), Some("vtable for ns::D"));
+        assert_eq!(d("_ZTTSo").as_deref(), Some("VTT for std::ostream"));
+        assert_eq!(d("_ZTIN2ns1DE").as_deref(), Some("typeinfo for ns::D"));
+        // A typedef cannot name a constructor: the class template's name is used.
+        assert_eq!(
+            d("_ZNSsC1Ev").as_deref(),
+            Some("std::basic_string<char, std::char_traits<char>, std::allocator<char> >::basic_string")
+        );
+        assert_eq!(
+            d("_ZNSoD0Ev").as_deref(),
+            Some("std::basic_ostream<char, std::char_traits<char> >::~basic_ostream")
+        );
+        assert_eq!(d("_ZNKSs4sizeEv").as_deref(), Some("std::string::size"));
+        // Operators whose names end in `&` keep it.
+        assert_eq!(d("_ZN2nsanERKNS_1AES2_").as_deref(), Some("ns::operator&"));
+        assert_eq!(d("_ZN2nsaaERKNS_1AES2_").as_deref(), Some("ns::operator&&"));
         // Mach-O's extra underscore.
         assert_eq!(
             d("__ZN2ns5Klass6methodEv").as_deref(),
@@ -272,6 +416,11 @@ mod tests {
         assert_eq!(
             d("??RKlass@ns@@QEAAHH@Z").as_deref(),
             Some("ns::Klass::operator()")
+        );
+        // Microsoft's type names, as WinDbg prints them.
+        assert_eq!(
+            d("??Bid@locale@std@@QEAA_KXZ").as_deref(),
+            Some("std::locale::id::operator unsigned __int64")
         );
         // Longer than the in-place limit: demangled on a thread of its own.
         let long = "?push_back@?$vector@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@V?$allocator@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@@2@@std@@QEAAX$$QEAV?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@@Z";
