@@ -394,6 +394,11 @@ fn bench(c: &mut Criterion<Clock>) {
             })
         });
         let mut i = 0usize;
+        // The walk lines left the cache as a run of them does; filtered to this line, fill
+        // it the same way.
+        for (s, m) in stacks[..n].iter().zip(&mems) {
+            walker.pcs_cached(&space, &s.regs, m, &mut wcache, &mut pcs);
+        }
         let held: usize = stacks[..n]
             .iter()
             .map(|s| probe_all(&space, &wcache, &s.pcs))

@@ -94,7 +94,8 @@ impl Default for StackWalker {
 /// Compact rules of recently walked pcs, for walks that repeat (profilers, debuggers stepping):
 /// a hit skips the module lookup and the unwind-table lookups, and applies the rule in place.
 ///
-/// Direct-mapped, keyed by pc and how it is looked up; filled from [`FrameWalker::rule`] and
+/// Two-way set-associative (two pcs that hash alike both stay), keyed by pc and how it is
+/// looked up; filled from [`FrameWalker::rule`] and
 /// emptied when used with another [`AddressSpace`] or after the space changed. Results are the
 /// same as [`StackWalker::walk`]'s (a rule whose reads fail defers to the module's unwinder).
 /// One cache serves one process: a rule may keep a value the loader fixed in its memory (a
@@ -105,8 +106,8 @@ impl Default for StackWalker {
 pub struct WalkCache {
     /// The space (id, generation) the entries were filled from.
     owner: (u64, u64),
-    /// `64 - log2(slots) - 1`: the hash's top bits, less one, index the slots (a shift of 64
-    /// is not a shift, so a 1-slot cache shifts once more by one).
+    /// `63 - log2(sets)`: the hash's top bits index the sets of two slots (shifted once by
+    /// one more, as a one-set cache would need a shift by 64, which is no shift).
     shift: u32,
     entries: Box<[Entry]>,
 }
@@ -160,12 +161,13 @@ impl WalkCache {
         Self::default()
     }
 
-    /// A cache of at least `slots` pcs (rounded up to a power of two, at most 2^20).
+    /// A cache of at least `slots` pcs (rounded up to a power of two, at least 2, at most
+    /// 2^20).
     pub fn with_capacity(slots: usize) -> Self {
-        let n = slots.clamp(1, 1 << 20).next_power_of_two();
+        let n = slots.clamp(2, 1 << 20).next_power_of_two();
         WalkCache {
             owner: (0, 0),
-            shift: 63 - n.trailing_zeros(),
+            shift: 63 - (n / 2).trailing_zeros(),
             entries: vec![EMPTY; n].into_boxed_slice(),
         }
     }
@@ -199,10 +201,11 @@ impl WalkCache {
         if self.owner != (space.id(), space.generation()) {
             return None;
         }
-        let e = self.entries.get(self.slot(pc))?;
-        (e.pc == pc && e.flags() == key_flags(kind))
-            .then_some(e.rule.as_ref())
-            .flatten()
+        let (set, _) = self.set(pc);
+        let flags = key_flags(kind);
+        let e = self.entries.get(set..set + 2)?;
+        let e = e.iter().find(|e| e.pc == pc && e.flags() == flags)?;
+        e.rule.as_ref()
     }
 
     /// The module owning `pc` (looked up as `kind` says) and the rule its walker gives there,
@@ -244,24 +247,31 @@ impl WalkCache {
         kind: PcKind,
         mem: &dyn MemoryReader,
     ) -> (Option<ModuleId>, Option<&CompactRule>) {
-        let flags = key_flags(kind);
-        let i = self.slot(pc);
-        let Some(e) = self.entries.get(i) else {
-            return (None, None);
-        };
-        if e.pc == pc && e.flags() == flags {
-            // Borrowed anew: returning `e` would hold the borrow over the miss path too.
+        if let Some(i) = self.way(pc, key_flags(kind)) {
+            // Indexed here, not in `way`: a borrow returned from there would also cover the
+            // miss path.
             let e = &self.entries[i];
             return (Some(e.module()), e.rule.as_ref());
         }
-        self.fill_slot(i, space, pc, kind, mem)
+        self.fill_slot(space, pc, kind, mem)
     }
 
-    /// A miss: the module's answer, kept in slot `i`.
+    /// The slot holding `pc` with `flags`, if one does.
+    #[inline(always)]
+    fn way(&self, pc: u64, flags: u8) -> Option<usize> {
+        let (set, _) = self.set(pc);
+        let hit = |i: usize| {
+            let e = self.entries.get(i)?;
+            (e.pc == pc && e.flags() == flags).then_some(i)
+        };
+        hit(set).or_else(|| hit(set + 1))
+    }
+
+    /// A miss: the module's answer, kept in a free slot of the pc's set, else in the one a
+    /// bit of its hash picks.
     #[inline(never)]
     fn fill_slot(
         &mut self,
-        i: usize,
         space: &AddressSpace<'_>,
         pc: u64,
         kind: PcKind,
@@ -269,6 +279,15 @@ impl WalkCache {
     ) -> (Option<ModuleId>, Option<&CompactRule>) {
         let Some((id, m)) = space.module_at(kind.lookup_address(pc)) else {
             return (None, None);
+        };
+        let (set, pick) = self.set(pc);
+        let free = |i: usize| self.entries.get(i).is_some_and(|e| e.flags() & LIVE == 0);
+        let i = if free(set) {
+            set
+        } else if free(set + 1) {
+            set + 1
+        } else {
+            set + pick
         };
         let Some(e) = self.entries.get_mut(i) else {
             return (Some(id), None);
@@ -282,9 +301,11 @@ impl WalkCache {
         (Some(id), e.rule.as_ref())
     }
 
+    /// The first slot of `pc`'s set, and which of its two slots a full set gives up for it.
     #[inline(always)]
-    fn slot(&self, pc: u64) -> usize {
-        (pc.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1 >> self.shift) as usize
+    fn set(&self, pc: u64) -> (usize, usize) {
+        let h = pc.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (2 * (h >> 1 >> self.shift) as usize, (h >> 31) as usize & 1)
     }
 }
 
@@ -586,21 +607,82 @@ mod tests {
         assert_eq!(core::mem::align_of::<Entry>(), 64);
     }
 
-    /// Every capacity indexes inside its slots, the 1-slot cache included.
+    /// Gives the same compact rule everywhere.
+    struct Leaf;
+
+    impl xunwind_core::FrameWalker for Leaf {
+        fn unwind(
+            &self,
+            _: &mut Regs,
+            _: PcKind,
+            _: &dyn MemoryReader,
+            _: Option<&mut xunwind_core::ContextPointers>,
+        ) -> Result<xunwind_core::StepInfo, UnwindError> {
+            Err(UnwindError::MissingRip)
+        }
+
+        fn rule(&self, _: u64, _: PcKind, _: &dyn MemoryReader) -> Option<CompactRule> {
+            Some(CompactRule::new(Reg::Rsp, 8, -8, Trust::Pdata))
+        }
+    }
+
+    /// Two pcs of one set both stay; a third evicts one of them, and every pc is held once.
     #[test]
-    fn slots_stay_in_bounds() {
-        for n in [1, 2, 3, 1024, 1 << 20] {
+    fn a_set_holds_two_pcs() {
+        let mut space = AddressSpace::new();
+        space
+            .add_module(crate::Module {
+                name: "m".into(),
+                base: 0x10000,
+                size: 0x10000,
+                walker: Box::new(Leaf),
+                executable: vec![],
+            })
+            .unwrap();
+        let mem = xunwind_core::SliceMemory::new(0, &[]);
+        let mut c = WalkCache::new();
+        let set = c.set(0x10000).0;
+        let same: Vec<u64> = (0x10001..0x20000u64)
+            .filter(|&pc| c.set(pc).0 == set)
+            .take(2)
+            .collect();
+        let (a, b, d) = (0x10000, same[0], same[1]);
+        for pc in [a, b] {
+            assert!(c.fill(&space, pc, PcKind::Exact, &mem).unwrap().1.is_some());
+        }
+        let held = |c: &WalkCache, pc| c.rule(&space, pc, PcKind::Exact).is_some();
+        assert!(held(&c, a) && held(&c, b));
+        assert_ne!(
+            c.way(a, key_flags(PcKind::Exact)),
+            c.way(b, key_flags(PcKind::Exact))
+        );
+        // Hits fill nothing.
+        c.fill(&space, a, PcKind::Exact, &mem);
+        c.fill(&space, b, PcKind::Exact, &mem);
+        assert_eq!(c.len(), 2);
+        c.fill(&space, d, PcKind::Exact, &mem);
+        assert_eq!(c.len(), 2);
+        assert!(held(&c, d) && (held(&c, a) != held(&c, b)));
+        assert!(!held(&c, a) || !held(&c, b));
+        // The other kind of lookup is another key.
+        assert!(c.rule(&space, d, PcKind::ReturnAddress).is_none());
+    }
+
+    /// Every capacity indexes inside its slots, the smallest included, and uses most sets.
+    #[test]
+    fn sets_stay_in_bounds() {
+        for n in [0, 1, 2, 3, 1024, 1 << 20] {
             let c = WalkCache::with_capacity(n);
             let len = c.entries.len();
-            assert!(len >= n && len.is_power_of_two());
+            assert!(len >= n.max(2) && len.is_power_of_two());
             let mut seen = vec![false; len];
             for pc in (0..4096u64).map(|i| i.wrapping_mul(0x1234_5678_9abc_def1)) {
-                let i = c.slot(pc);
-                assert!(i < len);
-                seen[i] = true;
+                let (set, pick) = c.set(pc);
+                assert!(set % 2 == 0 && set + 1 < len && pick < 2);
+                seen[set] = true;
             }
             if len <= 1024 {
-                assert!(seen.iter().filter(|&&s| s).count() > len / 2, "{n} slots");
+                assert!(seen.iter().filter(|&&s| s).count() > len / 4, "{n} slots");
             }
         }
     }
