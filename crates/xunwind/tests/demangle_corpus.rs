@@ -92,7 +92,8 @@ fn cxxfilt(tool: &str, names: &[String]) -> Option<Vec<Option<String>>> {
 
 /// llvm-undname echoes each name, then prints its demangling (or an error) and a blank line.
 fn undname(names: &[String]) -> Option<Vec<Option<String>>> {
-    let out = run_oracle("llvm-undname", &[], names)?;
+    let out = run_oracle("llvm-undname", &[], names)
+        .or_else(|| run_oracle("llvm-undname-14", &[], names))?;
     let mut at = 0;
     let mut forms = Vec::new();
     for n in names {
