@@ -166,4 +166,32 @@ def elf_core(threads, with_file, with_siginfo):
 for threads, with_file, with_siginfo in [(1, False, False), (2, True, True), (1, True, False)]:
     save("elf_core", elf_core(threads, with_file, with_siginfo))
 print(f"seeded elf_core with synthetic cores into {out}")
+# dwarf_cfi, raw mode: byte 0 (bit 0 raw, bit 1 .debug_frame), 4 probe addresses (u16), then the
+# section. A hand-built .debug_frame (CIE version 1, one FDE over [0x2000, 0x2040)) and the
+# .eh_frame / .debug_frame of a small program of ours built by gcc, when gcc is here.
+def entry(body):
+    return struct.pack("<I", len(body)) + body
+
+
+cie = entry(b"\xff\xff\xff\xff\x01\x00\x01\x78\x10" + bytes([0x0c, 7, 8, 0x90, 1]))
+fde = entry(struct.pack("<IQQ", 0, 0x2000, 0x40) + bytes([0x41, 0x0e, 16, 0x86, 2, 0x43, 0x0d, 6]))
+probes = struct.pack("<4H", 0x2000, 0x2001, 0x2005, 0x203F)
+save("dwarf_cfi", b"\x03" + probes + cie + fde)
+import shutil, subprocess, tempfile
+if shutil.which("gcc") and shutil.which("objcopy"):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "s.c")
+        with open(src, "w") as f:
+            f.write("int g(int x){volatile int v[8]; v[x&7]=x; return v[3];}\n"
+                    "int f(int x){return g(x)+g(x+1);}\n")
+        for flags, section, mode in [([], ".eh_frame", 1), (["-fno-asynchronous-unwind-tables"], ".debug_frame", 3)]:
+            obj, raw = os.path.join(tmp, "s.o"), os.path.join(tmp, "s.bin")
+            ok = subprocess.run(["gcc", "-O1", "-g", "-c", *flags, "-o", obj, src]).returncode == 0
+            ok = ok and subprocess.run(["objcopy", "-O", "binary", "--only-section=" + section, obj, raw]).returncode == 0
+            if ok and os.path.getsize(raw) > 0:
+                with open(raw, "rb") as f:
+                    # Relocatable: FDEs start at 0; probe the first bytes.
+                    save("dwarf_cfi", bytes([mode]) + struct.pack("<4H", 0, 1, 4, 9) + f.read())
+print(f"seeded dwarf_cfi into {out}")
+
 EOF
