@@ -28,8 +28,9 @@ const ITANIUM_RECURSION: u32 = 64;
 /// Longest MSVC name demangled on the caller's stack. `msvc-demangler` has no recursion limit
 /// and its parser can go one level deeper per byte (`PEAPEA...`: pointer to pointer to ...);
 /// measured at up to 4 KiB of stack per byte in debug builds (1 KiB in release), so up to this
-/// length any thread's stack will do, and longer names go to a thread of their own.
-const MSVC_INLINE_LEN: usize = 128;
+/// length (1 MiB at worst, half a Rust thread's default stack) any thread's stack will do, and
+/// longer names go to a thread of their own.
+const MSVC_INLINE_LEN: usize = 256;
 
 /// Stack of the thread that demangles longer MSVC names: [`MAX_MANGLED_LEN`] levels at the
 /// worst cost measured, with room to spare. Only reserved; the pages a name touches are used.
@@ -422,16 +423,21 @@ mod tests {
             d("??Bid@locale@std@@QEAA_KXZ").as_deref(),
             Some("std::locale::id::operator unsigned __int64")
         );
-        // Longer than the in-place limit: demangled on a thread of its own.
-        let long = "?push_back@?$vector@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@V?$allocator@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@@2@@std@@QEAAX$$QEAV?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@@Z";
+        // Longer than the in-place limit: demangled on a thread of its own (llvm-undname's
+        // demangling, without its spaces and class/struct keywords).
+        let long =
+            "?clear@?$map@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@V12@\
+                    U?$less@V?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@@2@V?$\
+                    allocator@U?$pair@$$CBV?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@\
+                    @std@@V12@@std@@@2@@std@@QEAAXXZ";
         assert!(long.len() > MSVC_INLINE_LEN);
+        let string = "std::basic_string<char,std::char_traits<char>,std::allocator<char> >";
         assert_eq!(
-            d(long).as_deref(),
-            Some(
-                "std::vector<std::basic_string<char,std::char_traits<char>,std::allocator<char> >,\
-                 std::allocator<std::basic_string<char,std::char_traits<char>,std::allocator<char> > \
-                 > >::push_back"
-            )
+            d(long),
+            Some(format!(
+                "std::map<{string},{string},std::less<{string} >,\
+                 std::allocator<std::pair<{string} const,{string} > > >::clear"
+            ))
         );
     }
 

@@ -105,6 +105,21 @@ fn undname(names: &[String]) -> Option<Vec<Option<String>>> {
     Some(forms)
 }
 
+/// What symbolizing costs per printed frame: our demangling of every name, timed.
+fn timing(names: &[String]) {
+    let start = std::time::Instant::now();
+    let n = names
+        .iter()
+        .filter(|n| xunwind::demangle::demangle(n).is_some())
+        .count();
+    let t = start.elapsed();
+    eprintln!(
+        "demangled {n} of {} names in {t:?} ({:.2} us per name)",
+        names.len(),
+        t.as_secs_f64() * 1e6 / names.len() as f64
+    );
+}
+
 fn libstdcxx() -> Option<PathBuf> {
     let out = Command::new("g++")
         .arg("-print-file-name=libstdc++.so.6")
@@ -168,6 +183,7 @@ fn itanium_names_of_libstdcxx_match_cxxfilt() {
         return;
     };
     let (demangled, bad) = compare(&names, &[gnu, llvm]);
+    timing(&names);
     eprintln!(
         "{}: {} _Z names, {demangled} demangled by the oracles, {} differ",
         lib.display(),
@@ -208,6 +224,7 @@ fn msvc_names_of_wine_msvcp140_match_llvm_undname() {
         }
     }
     let (demangled, bad) = compare(&names, &[full]);
+    timing(&names);
     eprintln!(
         "msvcp140.dll: {} decorated names, {demangled} demangled by llvm-undname, {} differ",
         names.len(),
