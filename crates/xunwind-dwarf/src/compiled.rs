@@ -27,13 +27,18 @@ const SEEN: u32 = 1;
 const DECLINED: u32 = 2;
 const FIRST: u32 = 3;
 
-/// Header pairs of a compiled FDE: start, (range, rows), flags, LSDA, personality.
-const HEAD: usize = 5;
+/// Header words of a compiled FDE: start (2), range, rows | flags << 28; then the LSDA (2) and
+/// the personality (2) when the flags say they are present.
+const HEAD: usize = 4;
+/// A row word is its start offset above the pool index's bits.
+const ROW_BITS: u32 = 12;
+/// FDEs over 1 MiB are interpreted: their offsets would not fit a row word.
+const MAX_RANGE: u64 = 1 << (32 - ROW_BITS);
 
 /// Most distinct rows one module's pool holds; FDEs with rows beyond it are interpreted. Real
 /// modules have a few hundred (libc 441, libstdc++ 242); the cap bounds the pool's memory and
 /// the damage of rows crafted to collide in its hash.
-const MAX_ROWS: usize = 4096;
+const MAX_ROWS: usize = 1 << ROW_BITS;
 
 const LSDA: u32 = 1;
 const LSDA_INDIRECT: u32 = 2;
@@ -45,9 +50,10 @@ pub(crate) struct Compiled {
     /// Per FDE (the index's input order): `UNSEEN`, `SEEN`, `DECLINED`, or `FIRST` + its
     /// header's position in `words`. Allocated on first use.
     slots: Vec<u32>,
-    /// Per compiled FDE: `HEAD` header pairs, then (row start offset, pool index) pairs in
-    /// address order, the first at offset 0. One array, so a lookup touches one place.
-    words: Vec<[u32; 2]>,
+    /// Per compiled FDE: the header, then one word per row (start offset << `ROW_BITS` | pool
+    /// index) in address order, the first at offset 0. One array, so a lookup touches one
+    /// place; about 4 bytes per row.
+    words: Vec<u32>,
     /// Distinct rows.
     rows: Vec<CompactRow>,
     pool: HashMap<CompactRow, u32, Seeded>,
@@ -133,31 +139,35 @@ impl Compiled {
             s => s - FIRST,
         } as usize;
         let head = self.words.get(at..at + HEAD)?;
-        let start = u64::from(head[0][0]) | u64::from(head[0][1]) << 32;
-        let [range, n] = head[1];
+        let start = u64::from(head[0]) | u64::from(head[1]) << 32;
+        let (range, n, flags) = (head[2], head[3] & 0x0fff_ffff, head[3] >> 28);
         let off = svma.wrapping_sub(start);
         // Compiled FDEs end below 2^64 (checked), so this is the interpreter's coverage test.
         if off >= u64::from(range) {
             return Some(Fast::NotCovered);
         }
-        let pairs = self.words.get(at + HEAD..at + HEAD + n as usize)?;
-        let j = pairs
-            .partition_point(|p| u64::from(p[0]) <= off)
-            .checked_sub(1)?;
-        *row = *self.rows.get(pairs[j][1] as usize)?;
-        let flags = head[2][0];
-        let pointer = |present, indirect, [lo, hi]: [u32; 2]| {
-            let v = u64::from(lo) | u64::from(hi) << 32;
-            (flags & present != 0).then_some(if flags & indirect != 0 {
+        let mut at = at + HEAD;
+        let mut pointer = |present, indirect| {
+            if flags & present == 0 {
+                return None;
+            }
+            let w = self.words.get(at..at + 2)?;
+            let v = u64::from(w[0]) | u64::from(w[1]) << 32;
+            at += 2;
+            Some(if flags & indirect != 0 {
                 Pointer::Indirect(v)
             } else {
                 Pointer::Direct(v)
             })
         };
-        Some(Fast::Row(
-            pointer(LSDA, LSDA_INDIRECT, head[3]),
-            pointer(PERSONALITY, PERSONALITY_INDIRECT, head[4]),
-        ))
+        let lsda = pointer(LSDA, LSDA_INDIRECT);
+        let personality = pointer(PERSONALITY, PERSONALITY_INDIRECT);
+        let rows = self.words.get(at..at + n as usize)?;
+        let j = rows
+            .partition_point(|&w| u64::from(w >> ROW_BITS) <= off)
+            .checked_sub(1)?;
+        *row = *self.rows.get((rows[j] & (MAX_ROWS as u32 - 1)) as usize)?;
+        Some(Fast::Row(lsda, personality))
     }
 
     /// Compiles FDE `i` of `fdes` unless it was compiled or declined before; whether it is
@@ -202,14 +212,17 @@ impl Compiled {
         let Compiled {
             words, rows, pool, ..
         } = self;
-        words.resize(at + HEAD, [0; 2]);
+        // Row words go after the header's widest form; the header is written when the
+        // pointers are known, and the rows moved up to it.
+        let body = at + HEAD + 4;
+        words.resize(body, 0);
         let mut last = None;
-        let mut full = false;
+        let mut ok = true;
         let mut emit = |off: u64, row: &CompactRow| {
             let id = match pool.get(row) {
                 Some(&id) => id,
                 None if rows.len() >= MAX_ROWS => {
-                    full = true;
+                    ok = false;
                     return;
                 }
                 None => {
@@ -220,43 +233,44 @@ impl Compiled {
             };
             // A row equal to the one before it only extends it.
             if last != Some(id) {
-                words.push([off as u32, id]);
+                // Offsets are below the range, itself checked below MAX_RANGE.
+                words.push((off as u32) << ROW_BITS | id);
                 last = Some(id);
             }
         };
         let head = fast::compile(eh, b, cies, offset, &mut emit);
-        let n = self.words.len() - at - HEAD;
-        // Offsets are u32 (the range is checked); positions too, with room for the slot tags.
+        let n = self.words.len() - body;
+        // Positions fit a slot with room for its tags.
         let fits = |h: &fast::FdeRows| {
-            h.range <= u64::from(u32::MAX)
-                && self.words.len() < (u32::MAX - FIRST) as usize
-                && self.rows.len() <= u32::MAX as usize
+            h.range <= MAX_RANGE && self.words.len() < (u32::MAX - FIRST) as usize
         };
-        let Some(h) = head.filter(fits).filter(|_| !full) else {
+        let Some(h) = head.filter(fits).filter(|_| ok) else {
             self.words.truncate(at);
             return None;
         };
-        let mut flags = 0;
-        let mut split = |p: Option<Pointer>, present: u32, indirect: u32| match p {
-            None => [0; 2],
-            Some(Pointer::Direct(v)) => {
-                flags |= present;
-                [v as u32, (v >> 32) as u32]
-            }
-            Some(Pointer::Indirect(v)) => {
-                flags |= present | indirect;
-                [v as u32, (v >> 32) as u32]
-            }
-        };
-        let lsda = split(h.lsda, LSDA, LSDA_INDIRECT);
-        let personality = split(h.personality, PERSONALITY, PERSONALITY_INDIRECT);
-        self.words[at..at + HEAD].copy_from_slice(&[
-            [h.start as u32, (h.start >> 32) as u32],
-            [h.range as u32, n as u32],
-            [flags, 0],
-            lsda,
-            personality,
-        ]);
+        let mut head = [0u32; HEAD + 4];
+        head[..3].copy_from_slice(&[h.start as u32, (h.start >> 32) as u32, h.range as u32]);
+        let (mut len, mut flags) = (HEAD, 0);
+        for (p, present, indirect) in [
+            (h.lsda, LSDA, LSDA_INDIRECT),
+            (h.personality, PERSONALITY, PERSONALITY_INDIRECT),
+        ] {
+            let v = match p {
+                None => continue,
+                Some(Pointer::Direct(v)) => v,
+                Some(Pointer::Indirect(v)) => {
+                    flags |= indirect;
+                    v
+                }
+            };
+            flags |= present;
+            head[len..len + 2].copy_from_slice(&[v as u32, (v >> 32) as u32]);
+            len += 2;
+        }
+        head[3] = n as u32 | flags << 28;
+        self.words[at..at + len].copy_from_slice(&head[..len]);
+        self.words.copy_within(body.., at + len);
+        self.words.truncate(at + len + n);
         Some(at as u32)
     }
 
@@ -269,7 +283,7 @@ impl Compiled {
     pub(crate) fn heap_bytes(&self) -> usize {
         let row = core::mem::size_of::<CompactRow>();
         self.slots.capacity() * 4
-            + self.words.capacity() * 8
+            + self.words.capacity() * 4
             + self.rows.capacity() * row
             + self.pool.capacity() * (row + 4 + 1)
     }

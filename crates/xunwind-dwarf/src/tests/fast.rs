@@ -360,6 +360,15 @@ fn compiled_rows_take_only_whole_programs() {
     let eh = Cfi::new(&CIE_X64, &past).bytes();
     assert!(compiles(&eh));
     assert_eq!(fast_and_reference(&eh, 0x10ff), row((7, 8), &[RA_RULE]));
+    // An FDE over 2 MiB (its range patched): its offsets would not fit a row word, so it
+    // stays interpreted, with the same rows.
+    let mut eh = Cfi::new(&CIE_X64, &ok).bytes();
+    let fde_at = u32::from_le_bytes(eh[..4].try_into().unwrap()) as usize + 4;
+    eh[fde_at + 12..fde_at + 16].copy_from_slice(&0x20_0000u32.to_le_bytes());
+    assert!(!compiles(&eh));
+    assert_eq!(fast_and_reference(&eh, 0x1003), row((7, 16), &[RA_RULE]));
+    eh[fde_at + 12..fde_at + 16].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    assert!(compiles(&eh), "1 MiB still compiles");
     // Empty rows (advance by 0) and rows equal to the one before them.
     let empty = [
         ADVANCE,
