@@ -391,6 +391,21 @@ mod tests {
             d("_RNvMNtCs1234_7mycrate3fooNtB2_3Bar3new").as_deref(),
             Some("<mycrate::foo::Bar>::new")
         );
+        // rustc 1.95's own v0 names (its default): an inherent method, a trait method and a
+        // generic function, as Rust's backtraces print them (gdb names the first
+        // `names::ns::Klass::method` from DWARF; the symbol does not say more than this).
+        assert_eq!(
+            d("_RNvMNtCs4T4zK9Otvt5_5names2nsNtB2_5Klass6method").as_deref(),
+            Some("<names::ns::Klass>::method")
+        );
+        assert_eq!(
+            d("_RNvXs_NtCs4T4zK9Otvt5_5names2nsNtB4_5KlassNtB4_2Tr4call").as_deref(),
+            Some("<names::ns::Klass as names::ns::Tr>::call")
+        );
+        assert_eq!(
+            d("_RINvNtCs4T4zK9Otvt5_5names2ns5twiceNtB2_5KlassEB4_").as_deref(),
+            Some("names::ns::twice::<names::ns::Klass>")
+        );
     }
 
     #[test]
