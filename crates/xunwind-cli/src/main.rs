@@ -20,8 +20,10 @@ usage:
                                        RtlVirtualUnwind on the synthetic thread (CONFORMANCE 3)
   xunwind extable FILE [--json] [--ip ADDR] [--system-map FILE]
                                        __ex_table of a vmlinux, bzImage or .ko (CONFORMANCE 4)
-  xunwind stack INPUT [--json] [--modules DIR]... [--symbols DIR]... [--thread N]
-                                       walk a minidump's or ELF core's thread (CONFORMANCE 5)
+  xunwind stack (INPUT | --pid PID) [--json] [--modules DIR]... [--symbols DIR]...
+                [--thread N] [--max-frames N] [--no-demangle]
+                                       walk a thread of a minidump, an ELF core or a live
+                                       process (CONFORMANCE 5)
   xunwind dispatch INPUT [--json] [--filter ADDR=RESULT]... [--ip ADDR] ...
                                        who handles a fault: Windows dispatch or kernel
                                        __ex_table (CONFORMANCE 6; `dispatch --help`)

@@ -3,13 +3,14 @@
 use crate::json::Obj;
 use std::io::Write;
 use std::path::PathBuf;
-use xunwind::{LoadOptions, StackWalker, Symbol, Target, Trust};
+use xunwind::{LoadOptions, StackWalker, Symbol, Symbols, Target, Thread, Trust, Walk};
 
-const USAGE: &str = "usage: xunwind stack INPUT [--json] [--modules DIR]... [--symbols DIR]... [--thread N] [--max-frames N] [--no-demangle]";
+const USAGE: &str = "usage: xunwind stack (INPUT | --pid PID) [--json] [--modules DIR]... [--symbols DIR]... [--thread N] [--max-frames N] [--no-demangle]";
 
 /// Runs `xunwind stack`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut input = None;
+    let mut pid = None;
     let mut json = false;
     let mut demangle = true;
     let mut options = LoadOptions::default();
@@ -28,6 +29,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "--modules" => options.module_dirs.push(PathBuf::from(value("--modules")?)),
             "--symbols" => options.symbol_dirs.push(PathBuf::from(value("--symbols")?)),
             "--thread" => thread = Some(parse_number(&value("--thread")?)?),
+            "--pid" => pid = Some(parse_number(&value("--pid")?)?),
             "--max-frames" => {
                 walker.max_frames = parse_number(&value("--max-frames")?)? as usize;
             }
@@ -36,20 +38,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
             s => return Err(format!("unexpected argument {s}\n{USAGE}")),
         }
     }
-    let input = input.ok_or_else(|| USAGE.to_string())?;
-    let target = Target::open(&input, &options).map_err(|e| e.to_string())?;
-    let t = match thread {
-        // A thread id first; failing that, a 0-based index in dump order.
-        Some(n) => target
-            .threads
-            .iter()
-            .find(|t| t.id == n)
-            .or_else(|| target.threads.get(n as usize))
-            .ok_or_else(|| format!("no thread {n} in {}", input.display()))?,
-        None => target
-            .default_thread()
-            .ok_or_else(|| format!("{} has no threads", input.display()))?,
+    let input = match (input, pid) {
+        (Some(input), None) => input,
+        (None, Some(pid)) => return live(pid, thread, &options, &walker, json, demangle),
+        _ => return Err(USAGE.to_string()),
     };
+    let target = Target::open(&input, &options).map_err(|e| e.to_string())?;
+    let t = pick(&target.threads, target.default_thread(), thread).ok_or_else(|| match thread {
+        Some(n) => format!("no thread {n} in {}", input.display()),
+        None => format!("{} has no threads", input.display()),
+    })?;
     let regs = target
         .exception
         .as_ref()
@@ -59,7 +57,63 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let space = target.address_space();
     let symbols = target.symbols(&options);
     let walk = walker.walk(&space, &regs, &target.memory);
+    report(&walk, &symbols, json, demangle)
+}
 
+/// Thread `n` (a thread id first, failing that a 0-based index), else `default`.
+fn pick<'t>(
+    threads: &'t [Thread],
+    default: Option<&'t Thread>,
+    n: Option<u64>,
+) -> Option<&'t Thread> {
+    match n {
+        Some(n) => threads
+            .iter()
+            .find(|t| t.id == n)
+            .or_else(|| threads.get(usize::try_from(n).ok()?)),
+        None => default,
+    }
+}
+
+/// `--pid`: every thread of a live process stopped (ptrace), one walked with its memory read
+/// through `process_vm_readv`, then the process detached and let run.
+#[cfg(all(feature = "live", target_os = "linux"))]
+fn live(
+    pid: u64,
+    thread: Option<u64>,
+    options: &LoadOptions,
+    walker: &StackWalker,
+    json: bool,
+    demangle: bool,
+) -> Result<(), String> {
+    let pid = u32::try_from(pid).map_err(|_| format!("not a process id: {pid}"))?;
+    let process = xunwind::LiveProcess::attach_with(pid, options).map_err(|e| e.to_string())?;
+    // The thread-group leader is listed first.
+    let t = pick(process.threads(), process.threads().first(), thread)
+        .ok_or_else(|| format!("no thread {} in process {pid}", thread.unwrap_or(0)))?;
+    let space = process.address_space();
+    let symbols = process.symbols(options);
+    let walk = walker.walk(&space, &t.regs, process.memory());
+    let result = report(&walk, &symbols, json, demangle);
+    drop((symbols, space));
+    process.detach();
+    result
+}
+
+#[cfg(not(all(feature = "live", target_os = "linux")))]
+fn live(
+    _: u64,
+    _: Option<u64>,
+    _: &LoadOptions,
+    _: &StackWalker,
+    _: bool,
+    _: bool,
+) -> Result<(), String> {
+    Err("--pid needs a Linux build with the `live` feature".into())
+}
+
+/// Prints a walk's frames, named, in the human or the JSON form (CONFORMANCE section 5).
+fn report(walk: &Walk, symbols: &Symbols<'_>, json: bool, demangle: bool) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let write = |out: &mut std::io::BufWriter<_>| -> std::io::Result<()> {
