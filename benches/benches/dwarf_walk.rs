@@ -19,8 +19,10 @@
 //! pcs share a slot of framehop's cache); `many_stacks` cycles through 64 stacks (2048 frames
 //! over 260 modules: more than framehop's 509-slot cache or a 1024-slot `WalkCache` holds, while
 //! xunwind's per-module rule caches, 256 rows each, hold nearly all of them); `cold` cycles
-//! through the same 64 stacks with xunwind's rule cache off and a fresh framehop cache for every
-//! walk (made outside the timed part), so every step finds and evaluates its FDE's row.
+//! through the same 64 stacks with xunwind's rule cache and compiled FDEs off and a fresh
+//! framehop cache for every walk (made outside the timed part), so every step finds its FDE and
+//! interprets its program up to the pc. The other groups keep compiled FDEs on (the default):
+//! the uncached lines (`xunwind`, `xunwind_steps`) then search an FDE's rows.
 //!
 //! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: on a
 //! machine shared with other work, wall time also counts the slices other processes ran in,

@@ -213,12 +213,14 @@ pub fn place<'a>(files: &'a [(String, Vec<u8>)]) -> Vec<LoadedElf<'a>> {
     out
 }
 
-/// An xunwind address space with a [`DwarfUnwinder`] per module, its rule cache on or off.
-pub fn dwarf_space<'a>(modules: &[LoadedElf<'a>], rule_cache: bool) -> AddressSpace<'a> {
+/// An xunwind address space with a [`DwarfUnwinder`] per module, its caches (the rule cache
+/// and compiled FDEs) on or off: off, every step interprets its FDE's program.
+pub fn dwarf_space<'a>(modules: &[LoadedElf<'a>], caches: bool) -> AddressSpace<'a> {
     let mut space = AddressSpace::new();
     let list = modules.iter().map(|m| {
         let mut u = DwarfUnwinder::new(m.data, m.base).expect("placed modules have CFI");
-        u.set_rule_cache(rule_cache);
+        u.set_rule_cache(caches);
+        u.set_compiled_rows(caches);
         Module {
             name: m.name.clone(),
             base: m.base,

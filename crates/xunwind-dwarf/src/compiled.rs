@@ -126,9 +126,7 @@ impl Compiled {
         svma: u64,
         row: &mut CompactRow,
     ) -> Option<Fast> {
-        if self.slots.len() != fdes {
-            self.slots = vec![UNSEEN; fdes];
-        }
+        self.size_slots(fdes);
         let at = match *self.slots.get(i)? {
             UNSEEN => {
                 self.slots[i] = SEEN;
@@ -181,13 +179,19 @@ impl Compiled {
         cies: &mut CieCache,
         offset: impl FnOnce() -> Option<usize>,
     ) -> bool {
-        if self.slots.len() != fdes {
-            self.slots = vec![UNSEEN; fdes];
-        }
+        self.size_slots(fdes);
         match self.slots.get(i) {
             Some(&(UNSEEN | SEEN)) => self.compile_slot(i, eh, b, cies, offset).is_some(),
             Some(&s) => s >= FIRST,
             None => false,
+        }
+    }
+
+    /// One slot per FDE of the index, allocated on first use.
+    #[inline]
+    fn size_slots(&mut self, fdes: usize) {
+        if self.slots.len() != fdes {
+            self.slots = vec![UNSEEN; fdes];
         }
     }
 
