@@ -30,7 +30,8 @@
 //!
 //! Run: `cargo bench -p xunwind-benches --bench dwarf -- --warm-up-time 1 --measurement-time 3`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::Measurement;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use gimli::{EhFrame, EhFrameHdr, LittleEndian, UnwindContext, UnwindSection};
 use object::{Object, ObjectSection};
 use std::hint::black_box;
@@ -195,22 +196,15 @@ fn bench_library(c: &mut Criterion, path: &str) {
     let template = Regs::with_gprs(0, gpr);
     let mut g = c.benchmark_group(format!("dwarf_step/{short}"));
     let mut scratch = Regs::new();
-    g.bench_function("xunwind", |b| {
-        b.iter(|| {
-            i = (i + 1) & (N - 1);
-            scratch.clone_from(&template);
-            scratch.set_rip(black_box(addrs[i]));
-            black_box(u.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
-        })
-    });
-    g.bench_function("xunwind_interpreted", |b| {
-        b.iter(|| {
-            i = (i + 1) & (N - 1);
-            scratch.clone_from(&template);
-            scratch.set_rip(black_box(addrs[i]));
-            black_box(interp.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
-        })
-    });
+    step_line(&mut g, "xunwind", &u, &addrs, &template, &mem);
+    step_line(
+        &mut g,
+        "xunwind_interpreted",
+        &interp,
+        &addrs,
+        &template,
+        &mem,
+    );
     // A fresh unwinder's first N steps (each FDE compiled on its first step, about a third of
     // the steps land in an FDE stepped before); the unwinder's construction is not timed.
     g.bench_function("xunwind_first_touch", |b| {
@@ -233,23 +227,20 @@ fn bench_library(c: &mut Criterion, path: &str) {
             total
         })
     });
-    g.bench_function("xunwind_gimli_path", |b| {
-        b.iter(|| {
-            i = (i + 1) & (N - 1);
-            scratch.clone_from(&template);
-            scratch.set_rip(black_box(addrs[i]));
-            black_box(
-                via_gimli
-                    .unwind(&mut scratch, PcKind::Exact, &mem, None)
-                    .ok(),
-            )
-        })
-    });
+    step_line(
+        &mut g,
+        "xunwind_gimli_path",
+        &via_gimli,
+        &addrs,
+        &template,
+        &mem,
+    );
+    let mut k = 0;
     g.bench_function("regs_copy", |b| {
         b.iter(|| {
-            i = (i + 1) & (N - 1);
+            k = next(k, N);
             scratch.clone_from(&template);
-            scratch.set_rip(black_box(addrs[i]));
+            scratch.set_rip(black_box(addrs[k]));
             black_box(&scratch);
         })
     });
@@ -270,30 +261,16 @@ fn bench_library(c: &mut Criterion, path: &str) {
     eprintln!("{short}: {} hot rows", hot.len());
     // The cold path again, on the 64 hot addresses: their index, FDE and stack lines stay in
     // the CPU's caches, so this is the parse and evaluation without the memory latency.
-    g.bench_function("xunwind_warm_lines", |b| {
-        b.iter(|| {
-            i = (i + 1) & 63;
-            scratch.clone_from(&template);
-            scratch.set_rip(black_box(hot[i % hot.len()]));
-            black_box(u.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
-        })
-    });
-    g.bench_function("xunwind_interpreted_warm_lines", |b| {
-        b.iter(|| {
-            i = (i + 1) & 63;
-            scratch.clone_from(&template);
-            scratch.set_rip(black_box(hot[i % hot.len()]));
-            black_box(interp.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
-        })
-    });
-    g.bench_function("xunwind_rule_cache", |b| {
-        b.iter(|| {
-            i = (i + 1) & 63;
-            scratch.clone_from(&template);
-            scratch.set_rip(black_box(hot[i % hot.len()]));
-            black_box(cached.unwind(&mut scratch, PcKind::Exact, &mem, None).ok())
-        })
-    });
+    step_line(&mut g, "xunwind_warm_lines", &u, &hot, &template, &mem);
+    step_line(
+        &mut g,
+        "xunwind_interpreted_warm_lines",
+        &interp,
+        &hot,
+        &template,
+        &mem,
+    );
+    step_line(&mut g, "xunwind_rule_cache", &cached, &hot, &template, &mem);
     let mut ctx = UnwindContext::new();
     g.bench_function("gimli", |b| {
         b.iter(|| {
@@ -309,6 +286,38 @@ fn bench_library(c: &mut Criterion, path: &str) {
         })
     });
     g.finish();
+}
+
+/// The next index of a cycle through `len` items (a predictable branch, no division).
+#[inline]
+fn next(i: usize, len: usize) -> usize {
+    if i + 1 >= len {
+        0
+    } else {
+        i + 1
+    }
+}
+
+/// One step line: `u` unwinds in place at each of `addrs` in turn, from `template`'s registers
+/// (the copy is `regs_copy`'s).
+fn step_line<M: Measurement>(
+    g: &mut BenchmarkGroup<'_, M>,
+    name: &str,
+    u: &DwarfUnwinder<'_>,
+    addrs: &[u64],
+    template: &Regs,
+    mem: &SliceMemory<'_>,
+) {
+    let mut scratch = Regs::new();
+    let mut i = 0;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            i = next(i, addrs.len());
+            scratch.clone_from(template);
+            scratch.set_rip(black_box(addrs[i]));
+            black_box(u.unwind(&mut scratch, PcKind::Exact, mem, None).ok())
+        })
+    });
 }
 
 fn dwarf(c: &mut Criterion) {

@@ -37,7 +37,7 @@
 //! --measurement-time 3`. Override the library directory with `XUNWIND_ELF_DIR`.
 
 mod common;
-use common::{framehop_walk, probe_all, xunwind_steps, FRAMES};
+use common::{framehop_walk, xunwind_steps, FRAMES};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
@@ -356,82 +356,7 @@ fn bench(c: &mut Criterion<Clock>) {
     ] {
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Elements(FRAMES as u64));
-        let mut i = 0usize;
-        g.bench_function("xunwind", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(walker.walk(&space, black_box(&stacks[k].regs), &mems[k]))
-            })
-        });
-        let mut i = 0usize;
-        let mut wcache = WalkCache::new();
-        g.bench_function("xunwind_cached", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(walker.walk_cached(
-                    &space,
-                    black_box(&stacks[k].regs),
-                    &mems[k],
-                    &mut wcache,
-                ))
-            })
-        });
-        let mut i = 0usize;
-        let mut pcs = Vec::with_capacity(2 * FRAMES);
-        g.bench_function("xunwind_pcs", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                pcs.clear();
-                let stop = walker.pcs_cached(
-                    &space,
-                    black_box(&stacks[k].regs),
-                    &mems[k],
-                    &mut wcache,
-                    &mut pcs,
-                );
-                black_box((stop, pcs.len()))
-            })
-        });
-        let mut i = 0usize;
-        // The walk lines left the cache as a run of them does; filtered to this line, fill
-        // it the same way.
-        for (s, m) in stacks[..n].iter().zip(&mems) {
-            walker.pcs_cached(&space, &s.regs, m, &mut wcache, &mut pcs);
-        }
-        let held: usize = stacks[..n]
-            .iter()
-            .map(|s| probe_all(&space, &wcache, &s.pcs))
-            .sum();
-        eprintln!(
-            "{group}: the cache holds rules for {held} of {} pcs",
-            n * FRAMES
-        );
-        g.bench_function("probe", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(probe_all(&space, &wcache, black_box(&stacks[k].pcs)))
-            })
-        });
-        let mut i = 0usize;
-        g.bench_function("xunwind_steps", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(xunwind_steps(&space, black_box(&stacks[k]), &mems[k]))
-            })
-        });
-        let mut i = 0usize;
-        g.bench_function("framehop", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(framehop_walk(&unwinder, &mut cache, black_box(&stacks[k])))
-            })
-        });
+        common::warm_lines(&mut g, group, &space, &unwinder, &mut cache, &stacks[..n]);
         g.finish();
     }
 

@@ -26,8 +26,8 @@
 //! does nothing.
 
 mod common;
-use common::{framehop_walk, probe_all, xunwind_steps, FRAMES};
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use common::{framehop_walk, xunwind_steps, FRAMES};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
 use framehop::{ModuleSectionInfo, Unwinder};
 use std::ops::Range;
@@ -164,85 +164,10 @@ fn bench(c: &mut Criterion) {
         framehop_wrong
     );
 
-    let walker = StackWalker::default();
     for (group, n) in [("pe_walk/one_stack", 1usize), ("pe_walk/many_stacks", 64)] {
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Elements(FRAMES as u64));
-        let set = &stacks[..n];
-        let mems: Vec<_> = set.iter().map(|s| s.memory()).collect();
-        let mut i = 0usize;
-        g.bench_function("xunwind", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(walker.walk(&space, black_box(&set[k].regs), &mems[k]))
-            })
-        });
-        let mut i = 0usize;
-        let mut wcache = WalkCache::new();
-        g.bench_function("xunwind_cached", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(walker.walk_cached(
-                    &space,
-                    black_box(&set[k].regs),
-                    &mems[k],
-                    &mut wcache,
-                ))
-            })
-        });
-        let mut i = 0usize;
-        let mut pcs = Vec::with_capacity(2 * FRAMES);
-        g.bench_function("xunwind_pcs", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                pcs.clear();
-                let stop = walker.pcs_cached(
-                    &space,
-                    black_box(&set[k].regs),
-                    &mems[k],
-                    &mut wcache,
-                    &mut pcs,
-                );
-                black_box((stop, pcs.len()))
-            })
-        });
-        let mut i = 0usize;
-        // The walk lines left the cache as a run of them does; filtered to this line, fill
-        // it the same way.
-        for (s, m) in set.iter().zip(&mems) {
-            walker.pcs_cached(&space, &s.regs, m, &mut wcache, &mut pcs);
-        }
-        let held: usize = set.iter().map(|s| probe_all(&space, &wcache, &s.pcs)).sum();
-        eprintln!(
-            "{group}: the cache holds rules for {held} of {} pcs",
-            n * FRAMES
-        );
-        g.bench_function("probe", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(probe_all(&space, &wcache, black_box(&set[k].pcs)))
-            })
-        });
-        let mut i = 0usize;
-        g.bench_function("xunwind_steps", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(xunwind_steps(&space, black_box(&set[k]), &mems[k]))
-            })
-        });
-        let mut i = 0usize;
-        g.bench_function("framehop", |b| {
-            b.iter(|| {
-                let k = i % n;
-                i = i.wrapping_add(1);
-                black_box(framehop_walk(&unwinder, &mut cache, black_box(&set[k])))
-            })
-        });
+        common::warm_lines(&mut g, group, &space, &unwinder, &mut cache, &stacks[..n]);
         g.finish();
     }
 }

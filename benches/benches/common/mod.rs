@@ -1,10 +1,12 @@
 //! The two walk loops both whole-walk benchmarks time (`walk`: PE, `dwarf_walk`: DWARF): the
 //! stacks are the same type, so the loops are too.
 
+use criterion::measurement::Measurement;
+use criterion::{black_box, BenchmarkGroup};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Unwinder};
 use xunwind::core::{PcKind, Reg, SliceMemory};
-use xunwind::{AddressSpace, WalkCache};
+use xunwind::{AddressSpace, StackWalker, WalkCache};
 use xunwind_benches::stacks::{PeStack, STACK_BASE};
 
 /// Frames per stack.
@@ -83,4 +85,91 @@ pub fn probe_all(space: &AddressSpace<'_>, cache: &WalkCache, pcs: &[u64]) -> us
         kind = PcKind::ReturnAddress;
     }
     hits
+}
+
+/// The warm groups' lines over `stacks` (one stack, or many cycled through), the same for PE and
+/// DWARF: `xunwind` (`walk`), `xunwind_cached`, `xunwind_pcs`, `probe` (the cache probe alone),
+/// `xunwind_steps` and `framehop` with its cache kept across iterations.
+pub fn warm_lines<M: Measurement>(
+    g: &mut BenchmarkGroup<'_, M>,
+    group: &str,
+    space: &AddressSpace<'_>,
+    unwinder: &UnwinderX86_64<&[u8]>,
+    cache: &mut CacheX86_64,
+    stacks: &[PeStack],
+) {
+    let walker = StackWalker::default();
+    let n = stacks.len();
+    let mems: Vec<_> = stacks.iter().map(|s| s.memory()).collect();
+    let mut i = 0usize;
+    g.bench_function("xunwind", |b| {
+        b.iter(|| {
+            let k = i % n;
+            i = i.wrapping_add(1);
+            black_box(walker.walk(space, black_box(&stacks[k].regs), &mems[k]))
+        })
+    });
+    let mut i = 0usize;
+    let mut wcache = WalkCache::new();
+    g.bench_function("xunwind_cached", |b| {
+        b.iter(|| {
+            let k = i % n;
+            i = i.wrapping_add(1);
+            black_box(walker.walk_cached(space, black_box(&stacks[k].regs), &mems[k], &mut wcache))
+        })
+    });
+    let mut i = 0usize;
+    let mut pcs = Vec::with_capacity(2 * FRAMES);
+    g.bench_function("xunwind_pcs", |b| {
+        b.iter(|| {
+            let k = i % n;
+            i = i.wrapping_add(1);
+            pcs.clear();
+            let stop = walker.pcs_cached(
+                space,
+                black_box(&stacks[k].regs),
+                &mems[k],
+                &mut wcache,
+                &mut pcs,
+            );
+            black_box((stop, pcs.len()))
+        })
+    });
+    let mut i = 0usize;
+    // The walk lines left the cache as a run of them does; filtered to this line, fill
+    // it the same way.
+    for (s, m) in stacks.iter().zip(&mems) {
+        walker.pcs_cached(space, &s.regs, m, &mut wcache, &mut pcs);
+    }
+    let held: usize = stacks
+        .iter()
+        .map(|s| probe_all(space, &wcache, &s.pcs))
+        .sum();
+    eprintln!(
+        "{group}: the cache holds rules for {held} of {} pcs",
+        n * FRAMES
+    );
+    g.bench_function("probe", |b| {
+        b.iter(|| {
+            let k = i % n;
+            i = i.wrapping_add(1);
+            black_box(probe_all(space, &wcache, black_box(&stacks[k].pcs)))
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("xunwind_steps", |b| {
+        b.iter(|| {
+            let k = i % n;
+            i = i.wrapping_add(1);
+            black_box(xunwind_steps(space, black_box(&stacks[k]), &mems[k]))
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("framehop", |b| {
+        b.iter(|| {
+            let k = i % n;
+            i = i.wrapping_add(1);
+            black_box(framehop_walk(unwinder, cache, black_box(&stacks[k])))
+        })
+    });
 }

@@ -126,7 +126,7 @@ impl FdeIndex {
     /// The section offset of the FDE whose start is the greatest at or below `svma`.
     #[inline]
     pub fn candidate(&self, svma: u64) -> Option<usize> {
-        let i = self.table.lookup(svma)?;
+        let i = self.position(svma)?;
         self.offsets.get(i).map(|&o| o as usize)
     }
 

@@ -676,6 +676,17 @@ impl<'d> DwarfUnwinder<'d> {
         }
     }
 
+    /// Section `which` (0 `.eh_frame`, 1 `.debug_frame`) for the fast path, and its index.
+    #[inline]
+    fn fast_section(&self, which: usize) -> (Option<&(&'d [u8], fast::Bases)>, &FdeIndex) {
+        let idx = if which == 0 {
+            &self.eh_index
+        } else {
+            &self.debug_index
+        };
+        (self.fast_sections[which].as_ref(), idx)
+    }
+
     /// The fast path's row at `svma` in section `which` (0 `.eh_frame`, 1 `.debug_frame`): from
     /// the FDE's compiled rows when `compiled` (compiled on its second use), else, or when it
     /// does not compile, by interpreting up to `svma`.
@@ -688,8 +699,8 @@ impl<'d> DwarfUnwinder<'d> {
         row: &mut CompactRow,
         compiled: bool,
     ) -> fast::Fast {
-        let idx = [&self.eh_index, &self.debug_index][which];
-        let (Some((data, b)), Some(i)) = (&self.fast_sections[which], idx.position(svma)) else {
+        let (section, idx) = self.fast_section(which);
+        let (Some((data, b)), Some(i)) = (section, idx.position(svma)) else {
             return fast::Fast::NotCovered;
         };
         let offset = || idx.offsets().get(i).map(|&o| o as usize);
@@ -733,8 +744,8 @@ impl<'d> DwarfUnwinder<'d> {
         self.with_scratch(|s| {
             let mut total = 0;
             for (which, st) in s.fast.iter_mut().enumerate() {
-                let idx = [&self.eh_index, &self.debug_index][which];
-                let Some((data, b)) = &self.fast_sections[which] else {
+                let (section, idx) = self.fast_section(which);
+                let Some((data, b)) = section else {
                     continue;
                 };
                 let FastState { cies, compiled } = st;
